@@ -1,0 +1,213 @@
+import { randomBytes } from "node:crypto";
+import {
+  copyFile,
+  lstat,
+  mkdir,
+  readFile,
+  readlink,
+  realpath,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
+import { dirname, relative, sep } from "node:path";
+import { HfgetError } from "../errors.js";
+import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
+import { fileMatches } from "../verify.js";
+import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "./paths.js";
+
+/** Where one file's bytes go while downloading, and how they are made visible once verified. */
+export interface Placement {
+  readonly incomplete: string;
+  readonly state: string;
+  readonly lock: string;
+  /** The path the user sees (snapshot file or local-dir file). */
+  readonly location: string;
+  /** Already there and trustworthy (makes the snapshot link if only that is missing). */
+  isPresent(): Promise<boolean>;
+  /** Moves the verified `.incomplete` into place. */
+  commit(): Promise<void>;
+}
+
+function tmpName(path: string): string {
+  return `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+}
+
+/** Refuses to write through a symlinked folder that leads out of `root` (a planted symlink). */
+async function checkInside(root: string, dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const [r, d] = await Promise.all([realpath(root), realpath(dir)]);
+  if (d !== r && !d.startsWith(r + sep)) {
+    throw new HfgetError("DISK", `refusing to write into ${dir}: it resolves to ${d}, outside ${r}`, {
+      hint: "a symlink inside the target folder points elsewhere; remove it and rerun",
+    });
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Atomically makes `link` a relative symlink to `target`; copies `blob` there where symlinks fail. */
+async function placeLink(link: string, target: string, blob: string): Promise<void> {
+  try {
+    if ((await readlink(link)) === target) return;
+  } catch {
+    // missing or not a link
+  }
+  const tmp = tmpName(link);
+  try {
+    await symlink(target, tmp);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EINVAL" && code !== "ENOSYS") throw err;
+    await copyFile(blob, tmp);
+  }
+  await rename(tmp, link);
+}
+
+function diskError(err: unknown, path: string): HfgetError {
+  if (err instanceof HfgetError) return err;
+  const code = (err as { code?: string }).code ?? String(err);
+  return new HfgetError("DISK", `cannot write ${path}: ${code}`, {
+    hint:
+      code === "ENOSPC"
+        ? "free some space, then rerun"
+        : "check the permissions and space of the target folder",
+    cause: err,
+  });
+}
+
+export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile): Placement {
+  const id = blobId(file);
+  const blob = paths.blob(id);
+  const link = paths.snapshotFile(commit, file.path);
+  const target = blobLinkTarget(file.path, id);
+  const ensureLink = async () => {
+    await checkInside(paths.repoDir, dirname(link));
+    await placeLink(link, target, blob);
+  };
+  return {
+    incomplete: paths.incomplete(id),
+    state: paths.state(id),
+    lock: paths.lock(id),
+    location: link,
+    async isPresent() {
+      try {
+        const st = await stat(blob);
+        if (!st.isFile() || st.size !== file.size) return false;
+      } catch {
+        return false;
+      }
+      try {
+        await ensureLink();
+      } catch (err) {
+        throw diskError(err, link);
+      }
+      return true;
+    },
+    async commit() {
+      try {
+        await mkdir(dirname(blob), { recursive: true });
+        await rename(paths.incomplete(id), blob);
+        await ensureLink();
+      } catch (err) {
+        throw diskError(err, link);
+      }
+    },
+  };
+}
+
+/** huggingface_hub's `.cache/huggingface/download/<path>.metadata`: commit, etag, timestamp. */
+interface LocalMetadata {
+  readonly commit: string;
+  readonly etag: string;
+  readonly timestamp: number;
+}
+
+async function readMetadata(path: string): Promise<LocalMetadata | undefined> {
+  try {
+    const [commit, etag, ts] = (await readFile(path, "utf8")).split("\n");
+    const timestamp = Number(ts);
+    if (!commit || !etag || !Number.isFinite(timestamp)) return undefined;
+    return { commit, etag, timestamp };
+  } catch {
+    return undefined;
+  }
+}
+
+export function localDirPlacement(paths: LocalDirPaths, commit: string, file: RepoFile): Placement {
+  const dest = paths.file(file.path);
+  const metadata = paths.metadata(file.path);
+  const expected = expectedHash(file);
+  const writeMetadata = async () => {
+    await checkInside(paths.root, dirname(metadata));
+    const tmp = tmpName(metadata);
+    await writeFile(tmp, `${commit}\n${expected.hex}\n${Date.now() / 1000}\n`);
+    await rename(tmp, metadata);
+  };
+  return {
+    incomplete: paths.incomplete(file.path),
+    state: paths.state(file.path),
+    lock: paths.lock(file.path),
+    location: dest,
+    async isPresent() {
+      let st: Awaited<ReturnType<typeof lstat>>;
+      try {
+        st = await lstat(dest);
+      } catch {
+        return false;
+      }
+      if (!st.isFile() || st.size !== file.size) return false;
+      const meta = await readMetadata(metadata);
+      // huggingface_hub trusts metadata when the file was not modified after it was written.
+      if (meta && meta.etag === expected.hex && st.mtimeMs / 1000 - 1 <= meta.timestamp) {
+        if (meta.commit !== commit) await writeMetadata().catch(() => undefined);
+        return true;
+      }
+      if (!(await fileMatches(dest, expected, file.size))) return false;
+      await writeMetadata().catch(() => undefined);
+      return true;
+    },
+    async commit() {
+      try {
+        await checkInside(paths.root, dirname(dest));
+        // rename replaces a planted symlink at `dest` itself instead of writing through it.
+        if (await exists(dest)) {
+          const st = await lstat(dest);
+          if (st.isDirectory()) throw new HfgetError("DISK", `cannot write ${dest}: a folder is in the way`);
+        }
+        await rename(paths.incomplete(file.path), dest);
+        await writeMetadata();
+      } catch (err) {
+        throw diskError(err, dest);
+      }
+    },
+  };
+}
+
+/** The folder that holds a placement's incomplete file, made and checked before writing. */
+export async function prepareIncomplete(placement: Placement, root: string): Promise<void> {
+  try {
+    await checkInside(root, dirname(placement.incomplete));
+  } catch (err) {
+    throw diskError(err, placement.incomplete);
+  }
+}
+
+/** Removes a file's partial bytes and state (after a verification failure). */
+export async function discardIncomplete(placement: Placement): Promise<void> {
+  await rm(placement.incomplete, { force: true });
+  await rm(placement.state, { force: true });
+}
+
+export function relativeTo(root: string, path: string): string {
+  return relative(root, path);
+}

@@ -1,0 +1,240 @@
+import { readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { isAbsolute, join, resolve } from "node:path";
+import { usageError } from "./errors.js";
+import type { ProxySettings } from "./hub/http.js";
+import { parseRepoArg, parseRepoType, type RepoRef, type RepoType } from "./repo.js";
+
+/** The environment hfget reads. Only this module looks at process.env. */
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export const DEFAULT_ENDPOINT = "https://huggingface.co";
+
+/**
+ * Engine defaults, tuned for a real CDN that caps each connection (see README "Defaults"):
+ * - 16 connections: what aria2c -x16 and hfd use; enough to fill a 1 Gbit/s link at ~10 MB/s each.
+ * - 16 files in flight: small files are latency-bound, so one per connection hides round trips;
+ *   workers still prefer chunks of files already in flight, so big files are not spread thin.
+ * - 16 MiB chunks: large enough that per-request latency is <2% of a chunk at 10 MB/s, small
+ *   enough that a lost chunk costs little; the tail of a file is split further when connections idle.
+ */
+export const DEFAULTS = {
+  connections: 16,
+  maxFiles: 16,
+  chunkSize: 16 * 1024 * 1024,
+  retries: 6,
+  timeoutSeconds: 30,
+} as const;
+
+export interface EngineOptions {
+  /** Total connections across all files. */
+  readonly connections: number;
+  /** Files downloading at once. */
+  readonly maxFiles: number;
+  /** Range size for large files, bytes. */
+  readonly chunkSize: number;
+  /** Attempts after the first, per request, before the run gives up. */
+  readonly retries: number;
+  /** Connect/header timeout and stall timeout (no bytes for this long), milliseconds. */
+  readonly timeoutMs: number;
+}
+
+export interface Config extends EngineOptions {
+  readonly repo: RepoRef;
+  readonly revision: string;
+  /** Normalized endpoint without trailing slash, e.g. https://hf-mirror.com or http://127.0.0.1:8080/prefix */
+  readonly endpoint: string;
+  readonly token: string | undefined;
+  readonly files: readonly string[];
+  readonly include: readonly string[];
+  readonly exclude: readonly string[];
+  /** huggingface_hub cache root (…/hub). */
+  readonly cacheDir: string;
+  readonly localDir: string | undefined;
+  readonly force: boolean;
+  readonly dryRun: boolean;
+  readonly quiet: boolean;
+  readonly json: boolean;
+  readonly offline: boolean;
+  readonly proxy: ProxySettings;
+}
+
+/** What the CLI hands over: raw flag values, all optional. */
+export interface RawOptions {
+  repoId: string;
+  files?: string[] | undefined;
+  mirror?: string | undefined;
+  endpoint?: string | undefined;
+  token?: string | undefined;
+  revision?: string | undefined;
+  repoType?: string | undefined;
+  include?: string[] | undefined;
+  exclude?: string[] | undefined;
+  cacheDir?: string | undefined;
+  localDir?: string | undefined;
+  force?: boolean | undefined;
+  dryRun?: boolean | undefined;
+  quiet?: boolean | undefined;
+  json?: boolean | undefined;
+  connections?: string | number | undefined;
+  maxFiles?: string | number | undefined;
+  chunkSize?: string | number | undefined;
+  retries?: string | number | undefined;
+  timeout?: string | number | undefined;
+}
+
+/**
+ * `hf-mirror.com` -> `https://hf-mirror.com`; full http(s) URLs are kept (path prefix allowed),
+ * trailing slashes dropped. Anything else is a usage error.
+ */
+export function normalizeEndpoint(value: string, what = "--mirror"): string {
+  const v = value.trim();
+  if (v === "") throw usageError(`${what} is empty`, "pass a host such as hf-mirror.com or a URL");
+  const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(v);
+  if (hasScheme && !/^https?:\/\//i.test(v)) {
+    throw usageError(`${what} "${value}" must be an http or https URL`);
+  }
+  let url: URL;
+  try {
+    url = new URL(hasScheme ? v : `https://${v}`);
+  } catch {
+    throw usageError(`${what} "${value}" is not a host name or URL`, "example: --mirror hf-mirror.com");
+  }
+  if (url.hostname === "" || /[\s@]/.test(v) || url.search !== "" || url.hash !== "") {
+    throw usageError(`${what} "${value}" is not a host name or URL`, "example: --mirror hf-mirror.com");
+  }
+  const path = url.pathname.replace(/\/+$/, "");
+  return `${url.protocol}//${url.host}${path}`;
+}
+
+export function hfHome(env: Env): string {
+  if (env.HF_HOME) return resolve(env.HF_HOME);
+  const xdg = env.XDG_CACHE_HOME ? resolve(env.XDG_CACHE_HOME) : join(homedir(), ".cache");
+  return join(xdg, "huggingface");
+}
+
+/** HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub (as huggingface_hub does). */
+export function defaultCacheDir(env: Env): string {
+  const explicit = env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE;
+  if (explicit) return resolve(explicit);
+  return join(hfHome(env), "hub");
+}
+
+/** --token, else HF_TOKEN, else the file $HF_HOME/token. Empty values count as absent. */
+export function resolveToken(flag: string | undefined, env: Env): string | undefined {
+  const fromFlag = flag?.trim();
+  if (fromFlag) return fromFlag;
+  const fromEnv = env.HF_TOKEN?.trim();
+  if (fromEnv) return fromEnv;
+  try {
+    const fromFile = readFileSync(join(hfHome(env), "token"), "utf8").trim();
+    return fromFile === "" ? undefined : fromFile;
+  } catch {
+    return undefined;
+  }
+}
+
+export function resolveEndpoint(mirror: string | undefined, env: Env): string {
+  if (mirror !== undefined) return normalizeEndpoint(mirror, "--mirror");
+  if (env.HF_ENDPOINT?.trim()) return normalizeEndpoint(env.HF_ENDPOINT, "HF_ENDPOINT");
+  return DEFAULT_ENDPOINT;
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1024,
+  kb: 1000,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1000 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1000 ** 3,
+  gib: 1024 ** 3,
+};
+
+/** "16M", "16MiB", "500kb", "1048576" -> bytes. */
+export function parseSize(value: string | number, flag: string): number {
+  if (typeof value === "number") return value;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
+  const unit = m ? SIZE_UNITS[(m[2] ?? "").toLowerCase()] : undefined;
+  if (!m || unit === undefined)
+    throw usageError(`${flag} "${value}" is not a size`, "examples: 8M, 16MiB, 1048576");
+  return Math.floor(Number(m[1]) * unit);
+}
+
+export function parseIntFlag(
+  value: string | number | undefined,
+  flag: string,
+  min: number,
+  max: number,
+  def: number,
+): number {
+  if (value === undefined) return def;
+  const n = typeof value === "number" ? value : Number(value.trim());
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw usageError(`${flag} must be a whole number from ${min} to ${max}, got "${value}"`);
+  }
+  return n;
+}
+
+function checkRevision(rev: string): string {
+  const r = rev.trim();
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+  if (r === "" || /[\u0000-\u001f\u007f]/.test(r) || r.length > 256) {
+    throw usageError(`invalid revision "${rev}"`, "use a branch, a tag, refs/pr/N or a commit sha");
+  }
+  return r;
+}
+
+function isTruthy(v: string | undefined): boolean {
+  return v !== undefined && ["1", "true", "yes", "on"].includes(v.trim().toLowerCase());
+}
+
+export function buildConfig(raw: RawOptions, env: Env): Config {
+  const typeOverride: RepoType | undefined =
+    raw.repoType === undefined ? undefined : parseRepoType(raw.repoType);
+  const parsed = parseRepoArg(raw.repoId, typeOverride);
+  const revision = checkRevision(raw.revision ?? parsed.revision ?? "main");
+  const chunkSize = parseSize(raw.chunkSize ?? DEFAULTS.chunkSize, "--chunk-size");
+  if (chunkSize < 64 * 1024 || chunkSize > 1024 ** 3) {
+    throw usageError(`--chunk-size must be between 64KiB and 1GiB, got "${raw.chunkSize}"`);
+  }
+  const timeoutSeconds =
+    raw.timeout === undefined ? DEFAULTS.timeoutSeconds : Number(String(raw.timeout).trim());
+  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > 3600) {
+    throw usageError(`--timeout must be a number of seconds between 0 and 3600, got "${raw.timeout}"`);
+  }
+  const localDir = raw.localDir === undefined ? undefined : resolve(raw.localDir);
+  if (raw.localDir !== undefined && raw.localDir.trim() === "") throw usageError("--local-dir is empty");
+  const cacheDir = raw.cacheDir === undefined ? defaultCacheDir(env) : resolve(raw.cacheDir);
+  const files = (raw.files ?? []).map((f) => f.replace(/^\/+/, ""));
+  const config: Config = {
+    repo: parsed.repo,
+    revision,
+    endpoint: resolveEndpoint(raw.mirror ?? raw.endpoint, env),
+    token: resolveToken(raw.token, env),
+    files,
+    include: raw.include ?? [],
+    exclude: raw.exclude ?? [],
+    cacheDir: isAbsolute(cacheDir) ? cacheDir : resolve(cacheDir),
+    localDir,
+    force: raw.force ?? false,
+    dryRun: raw.dryRun ?? false,
+    quiet: raw.quiet ?? false,
+    json: raw.json ?? false,
+    offline: isTruthy(env.HF_HUB_OFFLINE),
+    proxy: {
+      httpProxy: env.HTTP_PROXY || env.http_proxy || undefined,
+      httpsProxy: env.HTTPS_PROXY || env.https_proxy || undefined,
+      noProxy: env.NO_PROXY || env.no_proxy || undefined,
+    },
+    connections: parseIntFlag(raw.connections, "--connections", 1, 256, DEFAULTS.connections),
+    maxFiles: parseIntFlag(raw.maxFiles, "--max-files", 1, 256, DEFAULTS.maxFiles),
+    chunkSize,
+    retries: parseIntFlag(raw.retries, "--retries", 0, 100, DEFAULTS.retries),
+    timeoutMs: Math.round(timeoutSeconds * 1000),
+  };
+  return Object.freeze(config);
+}

@@ -1,0 +1,232 @@
+import { access, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import { cachePlacement, localDirPlacement, type Placement } from "./cache/commit.js";
+import { cachePaths, localDirPaths } from "./cache/paths.js";
+import type { Config } from "./config.js";
+import { HfgetError } from "./errors.js";
+import type { DownloadResult, EventSink, FileResult } from "./events.js";
+import { Engine, type FileWork } from "./fetch/engine.js";
+import { sleep as defaultSleep, type Sleep } from "./fetch/retry.js";
+import { makeFilter } from "./glob.js";
+import { listFiles } from "./hub/list-files.js";
+import { isCommitSha, resolveRevision } from "./hub/resolve-revision.js";
+import type { RepoFile } from "./hub/types.js";
+import { repoLabel } from "./repo.js";
+import type { Session } from "./session.js";
+
+export interface DownloadOptions {
+  readonly signal?: AbortSignal;
+  readonly onEvent?: EventSink;
+  readonly sleep?: Sleep;
+}
+
+/** Picks the files to fetch: positional names exactly, else the include/exclude globs. */
+export function selectFiles(all: readonly RepoFile[], config: Config): RepoFile[] {
+  if (config.files.length > 0) {
+    const byPath = new Map(all.map((f) => [f.path, f]));
+    const missing = config.files.filter((p) => !byPath.has(p));
+    if (missing.length > 0) {
+      throw new HfgetError(
+        "ENTRY_NOT_FOUND",
+        `${repoLabel(config.repo)}@${config.revision}: no file ${missing.map((m) => JSON.stringify(m)).join(", ")}`,
+        { hint: "run `hfget ls` to see the files" },
+      );
+    }
+    const filter = makeFilter(config.include, config.exclude);
+    return config.files.map((p) => byPath.get(p)!).filter((f) => filter(f.path));
+  }
+  const filter = makeFilter(config.include, config.exclude);
+  return all.filter((f) => filter(f.path));
+}
+
+/** refs/<revision> holds the commit sha, with no trailing newline (huggingface_hub reads it raw). */
+async function writeRef(path: string, commit: string): Promise<void> {
+  try {
+    if ((await readFile(path, "utf8")) === commit) return;
+  } catch {
+    // not there yet
+  }
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, commit);
+  await rename(tmp, path);
+}
+
+/** HF_HUB_OFFLINE: answer from the cache alone, as huggingface_hub does. */
+async function offlineSnapshot(config: Config): Promise<DownloadResult> {
+  const paths = cachePaths(config.cacheDir, config.repo);
+  let commit = config.revision;
+  if (!isCommitSha(commit)) {
+    try {
+      commit = (await readFile(paths.ref(config.revision), "utf8")).trim();
+    } catch {
+      throw new HfgetError(
+        "OFFLINE",
+        `${repoLabel(config.repo)}@${config.revision} is not in the cache ${config.cacheDir}`,
+        {
+          hint: "HF_HUB_OFFLINE is set: unset it to download",
+        },
+      );
+    }
+  }
+  const dir = paths.snapshotDir(commit);
+  try {
+    await access(dir);
+  } catch {
+    throw new HfgetError("OFFLINE", `snapshot ${commit} of ${repoLabel(config.repo)} is not in the cache`, {
+      hint: "HF_HUB_OFFLINE is set: unset it to download",
+    });
+  }
+  return {
+    repo: config.repo.id,
+    repoType: config.repo.type,
+    revision: config.revision,
+    commit,
+    path: dir,
+    files: [],
+    bytesTotal: 0,
+    bytesDownloaded: 0,
+    seconds: 0,
+    dryRun: false,
+  };
+}
+
+/**
+ * The whole download: revision -> listing -> plan -> fetch -> verify -> commit. Emits events,
+ * returns a summary, never prints. Per-file failures are in the result; run-wide ones throw.
+ */
+export async function download(
+  config: Config,
+  session: Session,
+  opts: DownloadOptions = {},
+): Promise<DownloadResult> {
+  const started = Date.now();
+  const emit: EventSink = opts.onEvent ?? (() => undefined);
+  const signal = opts.signal ?? new AbortController().signal;
+  if (config.offline) {
+    if (config.localDir !== undefined) {
+      throw new HfgetError("OFFLINE", "HF_HUB_OFFLINE is set: cannot fill --local-dir without the network");
+    }
+    return offlineSnapshot(config);
+  }
+  const { hub } = session;
+  const { commit } = await resolveRevision(hub, config.repo, config.revision, signal);
+  emit({ type: "resolved", commit });
+  const all: RepoFile[] = [];
+  for await (const f of listFiles(hub, config.repo, commit, { signal })) all.push(f);
+  emit({ type: "listed", files: all.length });
+  const files = selectFiles(all, config);
+
+  const cache = cachePaths(config.cacheDir, config.repo);
+  const local = config.localDir === undefined ? undefined : localDirPaths(config.localDir);
+  const root = local ? local.root : cache.repoDir;
+  const outPath = local ? local.root : cache.snapshotDir(commit);
+  const placementOf = (f: RepoFile): Placement =>
+    local ? localDirPlacement(local, commit, f) : cachePlacement(cache, commit, f);
+
+  const works: FileWork[] = files.map((file) => ({
+    file,
+    resolveUrl: hub.resolveUrl(config.repo, commit, file.path),
+    placement: placementOf(file),
+    root,
+    force: config.force,
+  }));
+  const bytesTotal = files.reduce((n, f) => n + f.size, 0);
+  emit({
+    type: "planned",
+    files: files.length,
+    bytes: bytesTotal,
+    cachedFiles: 0,
+    fetchFiles: files.length,
+    fetchBytes: bytesTotal,
+    resumedBytes: 0,
+  });
+
+  if (config.dryRun) {
+    const results: FileResult[] = [];
+    for (const w of works) {
+      const present = !config.force && (await isPresentReadOnly(w.placement));
+      results.push({
+        path: w.file.path,
+        size: w.file.size,
+        status: present ? "cached" : "planned",
+        location: w.placement.location,
+      });
+    }
+    return summary(config, commit, outPath, results, bytesTotal, 0, started, true);
+  }
+
+  await mkdir(root, { recursive: true });
+  let bytesDownloaded = 0;
+  const engine = new Engine(
+    {
+      http: hub.http,
+      options: config,
+      retry: hub.retry,
+      signal,
+      sleep: opts.sleep ?? defaultSleep,
+      emit: (e) => {
+        if (e.type === "bytes") bytesDownloaded += e.bytes;
+        emit(e);
+      },
+    },
+    works,
+  );
+  const outcomes = await engine.run();
+  const results: FileResult[] = works.map((w) => ({
+    path: w.file.path,
+    size: w.file.size,
+    status: outcomes.get(w.file.path)?.status ?? "failed",
+    location: w.placement.location,
+  }));
+  const failed = works.filter(
+    (w) =>
+      outcomes.get(w.file.path)?.status !== "downloaded" && outcomes.get(w.file.path)?.status !== "cached",
+  );
+  if (failed.length > 0) {
+    const first = outcomes.get(failed[0]!.file.path)?.error;
+    const more =
+      failed.length > 1 ? ` (and ${failed.length - 1} more file${failed.length > 2 ? "s" : ""} failed)` : "";
+    const err = first ?? new HfgetError("NETWORK", `${failed[0]!.file.path} was not downloaded`);
+    throw new HfgetError(err.code, `${err.message}${more}`, { hint: err.hint, cause: err });
+  }
+  if (!local && config.revision !== commit) {
+    await writeRef(cache.ref(config.revision), commit);
+  }
+  if (!local) await mkdir(cache.snapshotDir(commit), { recursive: true });
+  return summary(config, commit, outPath, results, bytesTotal, bytesDownloaded, started, false);
+}
+
+/** --dry-run must not write: a cache blob of the right size, or a local file with matching metadata. */
+async function isPresentReadOnly(p: Placement): Promise<boolean> {
+  try {
+    await access(p.location);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function summary(
+  config: Config,
+  commit: string,
+  path: string,
+  files: FileResult[],
+  bytesTotal: number,
+  bytesDownloaded: number,
+  started: number,
+  dryRun: boolean,
+): DownloadResult {
+  return {
+    repo: config.repo.id,
+    repoType: config.repo.type,
+    revision: config.revision,
+    commit,
+    path,
+    files,
+    bytesTotal,
+    bytesDownloaded,
+    seconds: (Date.now() - started) / 1000,
+    dryRun,
+  };
+}

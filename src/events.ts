@@ -1,0 +1,60 @@
+/** Typed events the engine emits; only the CLI turns them into text. */
+
+export type FileStatus = "downloaded" | "cached" | "failed" | "planned";
+
+export type DownloadEvent =
+  | { readonly type: "resolved"; readonly commit: string }
+  | { readonly type: "listed"; readonly files: number }
+  | {
+      readonly type: "planned";
+      readonly files: number;
+      readonly bytes: number;
+      /** Already present and verified. */
+      readonly cachedFiles: number;
+      readonly fetchFiles: number;
+      readonly fetchBytes: number;
+      /** Bytes of partial downloads that resume state lets us keep. */
+      readonly resumedBytes: number;
+    }
+  | {
+      readonly type: "file-start";
+      readonly path: string;
+      readonly size: number;
+      readonly resumedBytes: number;
+    }
+  /** New bytes written for a file (a delta). */
+  | { readonly type: "bytes"; readonly path: string; readonly bytes: number }
+  | {
+      readonly type: "retry";
+      readonly path: string;
+      readonly attempt: number;
+      readonly delayMs: number;
+      readonly reason: string;
+    }
+  | { readonly type: "verify-failed"; readonly path: string; readonly willRetry: boolean }
+  | { readonly type: "file-done"; readonly path: string; readonly size: number; readonly status: FileStatus };
+
+export type EventSink = (event: DownloadEvent) => void;
+
+export interface FileResult {
+  readonly path: string;
+  readonly size: number;
+  readonly status: FileStatus;
+  /** Where the file is: snapshot path or local-dir path. */
+  readonly location: string;
+}
+
+export interface DownloadResult {
+  readonly repo: string;
+  readonly repoType: string;
+  readonly revision: string;
+  readonly commit: string;
+  /** The snapshot folder, or the --local-dir. What stdout prints. */
+  readonly path: string;
+  readonly files: readonly FileResult[];
+  readonly bytesTotal: number;
+  /** Bytes fetched from the network in this run. */
+  readonly bytesDownloaded: number;
+  readonly seconds: number;
+  readonly dryRun: boolean;
+}

@@ -1,0 +1,572 @@
+import { type FileHandle, open, statfs } from "node:fs/promises";
+import { dirname } from "node:path";
+import { discardIncomplete, type Placement, prepareIncomplete } from "../cache/commit.js";
+import { type Release, tryLock } from "../cache/lock.js";
+import type { EngineOptions } from "../config.js";
+import { HfgetError, isHfgetError } from "../errors.js";
+import type { EventSink, FileStatus } from "../events.js";
+import type { HttpClient } from "../hub/http.js";
+import { expectedHash, type RepoFile } from "../hub/types.js";
+import { loadState, removeState, StateWriter } from "../state.js";
+import { HashPump } from "../verify.js";
+import { type ChunkTask, ContentChangedError, ExpiredUrlError, fetchChunk } from "./chunk.js";
+import { RangeSet, splitRanges } from "./range-set.js";
+import { type RetryPolicy, retryDelay, type Sleep } from "./retry.js";
+
+/** One file to fetch: what it is, where it comes from, where it goes. */
+export interface FileWork {
+  readonly file: RepoFile;
+  /** The hub's resolve URL (at the commit). */
+  readonly resolveUrl: string;
+  readonly placement: Placement;
+  /** The folder the placement must stay inside (cache repo folder or local dir). */
+  readonly root: string;
+  /** Re-download even if present. */
+  readonly force: boolean;
+}
+
+export interface EngineContext {
+  readonly http: HttpClient;
+  readonly options: EngineOptions;
+  readonly retry: RetryPolicy;
+  readonly signal: AbortSignal;
+  readonly emit: EventSink;
+  readonly sleep: Sleep;
+  readonly random?: () => number;
+}
+
+export interface FileOutcome {
+  readonly status: FileStatus;
+  readonly error?: HfgetError | undefined;
+}
+
+/** A running chunk is split when at least twice this much is left and a worker is idle. */
+const STEAL_MIN = 1024 * 1024;
+/** An attempt that wrote at least this much counts as progress and resets the chunk's retry count. */
+const PROGRESS_RESET = 256 * 1024;
+const LOCK_RETRY_MS = 500;
+
+type Phase = "queued" | "opening" | "probing" | "fetching" | "finishing" | "done";
+
+class Job {
+  phase: Phase = "queued";
+  notBefore = 0;
+  fh: FileHandle | undefined;
+  written = new RangeSet();
+  pump: HashPump | undefined;
+  state: StateWriter | undefined;
+  release: Release | undefined;
+  pending: ChunkTask[] = [];
+  running = new Set<ChunkTask>();
+  /** The CDN URL, once a response told us where the bytes are. */
+  url: string | undefined;
+  etag: string | undefined;
+  /** The server ignores Range: one stream for the whole file. */
+  whole = false;
+  /** Bumped whenever in-flight requests of this file must be dropped (restart, whole-file switch). */
+  generation = 0;
+  controller = new AbortController();
+  verifyFailures = 0;
+
+  constructor(readonly work: FileWork) {}
+
+  get path(): string {
+    return this.work.file.path;
+  }
+  get size(): number {
+    return this.work.file.size;
+  }
+  get complete(): boolean {
+    return this.pending.length === 0 && this.running.size === 0 && this.written.total >= this.size;
+  }
+  /** Drop all requests in flight for this file and start a new generation. */
+  newGeneration(runSignal: AbortSignal): void {
+    this.generation++;
+    this.controller.abort(new Error("superseded"));
+    this.controller = new AbortController();
+    const onRunAbort = () => this.controller.abort(runSignal.reason);
+    if (runSignal.aborted) onRunAbort();
+    else runSignal.addEventListener("abort", onRunAbort, { once: true });
+  }
+}
+
+type Pick = { run: () => Promise<void> } | "wait" | "exit";
+
+/**
+ * A pool of `connections` workers sharing every file of the run. A worker takes, in order: a
+ * pending chunk of a file already in flight; a new file (up to `maxFiles` in flight); half of the
+ * largest running chunk (so the tail of a big file never waits on one slow connection).
+ */
+export class Engine {
+  readonly #ctx: EngineContext;
+  readonly #queue: Job[];
+  readonly #active: Job[] = [];
+  readonly #outcomes = new Map<string, FileOutcome>();
+  readonly #runController = new AbortController();
+  #fatal: HfgetError | undefined;
+  #retrying = 0;
+  #waiters: (() => void)[] = [];
+
+  constructor(ctx: EngineContext, works: readonly FileWork[]) {
+    this.#ctx = ctx;
+    this.#queue = works.map((w) => new Job(w));
+    const onAbort = () => this.#runController.abort(ctx.signal.reason);
+    if (ctx.signal.aborted) onAbort();
+    else ctx.signal.addEventListener("abort", onAbort, { once: true });
+  }
+
+  get #signal(): AbortSignal {
+    return this.#runController.signal;
+  }
+
+  /** Runs every file; resolves with each file's outcome. Throws only for run-wide failures. */
+  async run(): Promise<Map<string, FileOutcome>> {
+    const workers = Array.from({ length: this.#ctx.options.connections }, () => this.#worker());
+    try {
+      await Promise.all(workers);
+    } finally {
+      await Promise.all(this.#active.map((j) => this.#park(j)));
+    }
+    if (this.#ctx.signal.aborted) {
+      throw new HfgetError("INTERRUPTED", "interrupted; progress is saved, rerun the same command to resume");
+    }
+    if (this.#fatal) throw this.#fatal;
+    return this.#outcomes;
+  }
+
+  #notify(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const f of w) f();
+  }
+
+  #changed(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.#waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  async #worker(): Promise<void> {
+    for (let idle = 0; ; ) {
+      if (this.#signal.aborted) return;
+      const pick = this.#pick();
+      if (pick === "exit") return;
+      if (pick === "wait") {
+        await this.#changed(idle++ < 4 ? 50 : 250);
+        continue;
+      }
+      idle = 0;
+      await pick.run();
+    }
+  }
+
+  #pick(): Pick {
+    for (const job of this.#active) {
+      if (job.phase === "fetching" && !job.whole && job.pending.length > 0) {
+        const task = job.pending.shift()!;
+        return { run: () => this.#runChunk(job, task, false) };
+      }
+    }
+    const now = Date.now();
+    if (this.#active.length < this.#ctx.options.maxFiles) {
+      const i = this.#queue.findIndex((j) => j.notBefore <= now);
+      if (i >= 0) {
+        const job = this.#queue.splice(i, 1)[0]!;
+        job.phase = "opening";
+        this.#active.push(job);
+        return { run: () => this.#openJob(job) };
+      }
+    }
+    const steal = this.#stealable();
+    if (steal) return { run: () => this.#runChunk(steal.job, steal.task, false) };
+    if (this.#queue.length === 0 && this.#active.length === 0) return "exit";
+    return "wait";
+  }
+
+  #stealable(): { job: Job; task: ChunkTask } | undefined {
+    let best: { job: Job; victim: ChunkTask } | undefined;
+    let bestLeft = 2 * STEAL_MIN;
+    for (const job of this.#active) {
+      if (job.phase !== "fetching" || job.whole || job.url === undefined) continue;
+      for (const t of job.running) {
+        const left = t.end - t.pos;
+        if (left >= bestLeft) {
+          bestLeft = left;
+          best = { job, victim: t };
+        }
+      }
+    }
+    if (!best) return undefined;
+    const { victim } = best;
+    // The victim may have one body chunk (<= 64 KiB) being written past its pos; mid is at least
+    // STEAL_MIN beyond pos, so that write never lands in the thief's half.
+    const mid = victim.pos + Math.floor((victim.end - victim.pos) / 2);
+    const task: ChunkTask = { start: mid, pos: mid, end: victim.end };
+    victim.end = mid;
+    return { job: best.job, task };
+  }
+
+  #finishJob(job: Job, outcome: FileOutcome): void {
+    job.phase = "done";
+    const i = this.#active.indexOf(job);
+    if (i >= 0) this.#active.splice(i, 1);
+    this.#outcomes.set(job.path, outcome);
+    this.#ctx.emit({ type: "file-done", path: job.path, size: job.size, status: outcome.status });
+    this.#notify();
+  }
+
+  /** Closes a file's handles, keeping its resume state (interrupt or failure). */
+  async #park(job: Job): Promise<void> {
+    job.controller.abort(new Error("stopped"));
+    await job.state?.flush();
+    await job.state?.close();
+    job.state = undefined;
+    await job.fh?.close().catch(() => undefined);
+    job.fh = undefined;
+    await job.release?.();
+    job.release = undefined;
+  }
+
+  #runFatal(err: HfgetError): void {
+    if (this.#fatal === undefined) this.#fatal = err;
+    this.#runController.abort(err);
+    this.#notify();
+  }
+
+  async #failJob(job: Job, err: unknown): Promise<void> {
+    const e = isHfgetError(err)
+      ? err
+      : new HfgetError("DISK", `${job.path}: ${err instanceof Error ? err.message : String(err)}`, {
+          cause: err,
+        });
+    // A file that is missing or fails verification is that file's problem; anything else
+    // (network gave up, disk full, auth) will hit every other file too: stop the run.
+    const perFile = e.code === "VERIFY_FAILED" || e.code === "ENTRY_NOT_FOUND";
+    job.generation++;
+    if (e.code === "VERIFY_FAILED") {
+      job.controller.abort(e);
+      await job.state?.close();
+      job.state = undefined;
+      await job.fh?.close().catch(() => undefined);
+      job.fh = undefined;
+      await discardIncomplete(job.work.placement);
+      await job.release?.();
+      job.release = undefined;
+    } else {
+      await this.#park(job);
+    }
+    this.#finishJob(job, { status: "failed", error: e });
+    if (!perFile) this.#runFatal(e);
+  }
+
+  async #openJob(job: Job): Promise<void> {
+    try {
+      const { placement } = job.work;
+      if (!job.work.force && (await placement.isPresent())) {
+        this.#finishJob(job, { status: "cached" });
+        return;
+      }
+      const release = await tryLock(placement.lock);
+      if (release === undefined) {
+        // Another process is fetching this blob: come back later (it may be done by then).
+        job.phase = "queued";
+        job.notBefore = Date.now() + LOCK_RETRY_MS;
+        this.#active.splice(this.#active.indexOf(job), 1);
+        this.#queue.push(job);
+        this.#notify();
+        return;
+      }
+      job.release = release;
+      if (!job.work.force && (await placement.isPresent())) {
+        await release();
+        job.release = undefined;
+        this.#finishJob(job, { status: "cached" });
+        return;
+      }
+      await this.#openFile(job);
+    } catch (err) {
+      await this.#failJob(job, err);
+      return;
+    }
+    await this.#start(job);
+  }
+
+  /** Opens the `.incomplete` file, resuming from saved state when it matches. */
+  async #openFile(job: Job): Promise<void> {
+    const { placement, file } = job.work;
+    await prepareIncomplete(placement, job.work.root);
+    const expected = expectedHash(file);
+    const identity = { size: file.size, hash: `${expected.algorithm}:${expected.hex}` };
+    let saved = await loadState(placement.state, identity);
+    let fh: FileHandle;
+    try {
+      fh = await open(placement.incomplete, "r+");
+      if ((await fh.stat()).size !== file.size) saved = undefined;
+    } catch {
+      saved = undefined;
+      fh = await open(placement.incomplete, "w+");
+    }
+    if (saved === undefined) {
+      await fh.truncate(0);
+      await removeState(placement.state);
+    }
+    job.fh = fh;
+    job.written = new RangeSet(saved?.done ?? []);
+    job.etag = saved?.etag;
+    const needed = file.size - job.written.total;
+    if (saved === undefined) await this.#checkSpace(placement.incomplete, needed);
+    // Preallocate (sparse): every chunk writes at its own offset.
+    await fh.truncate(file.size);
+    job.pump = new HashPump(fh, file.size, expected, job.written);
+    job.pump.kick();
+    job.state = new StateWriter(placement.state, () => ({
+      version: 1,
+      size: file.size,
+      hash: identity.hash,
+      etag: job.etag,
+      done: job.written.toJSON(),
+    }));
+    this.#ctx.emit({ type: "file-start", path: job.path, size: job.size, resumedBytes: job.written.total });
+  }
+
+  async #checkSpace(path: string, needed: number): Promise<void> {
+    let free: number;
+    try {
+      const st = await statfs(dirname(path));
+      free = st.bavail * st.bsize;
+    } catch {
+      return; // no statfs here: ENOSPC on write still gives a clear error
+    }
+    if (free < needed) {
+      throw new HfgetError("DISK", `not enough space for ${path}: needs ${needed} bytes, ${free} free`, {
+        hint: "free some space (or choose another --cache-dir / --local-dir), then rerun",
+      });
+    }
+  }
+
+  /** Plans the file's remaining ranges and fetches the first one through the hub's resolve URL. */
+  async #start(job: Job): Promise<void> {
+    const gaps = job.written.gaps(job.size);
+    if (gaps.length === 0) {
+      job.phase = "finishing";
+      await this.#finish(job);
+      return;
+    }
+    const pieces = splitRanges(gaps, this.#ctx.options.chunkSize).map(([s, e]) => ({
+      start: s,
+      pos: s,
+      end: e,
+    }));
+    const first = pieces.shift()!;
+    job.pending = pieces;
+    job.phase = "probing";
+    // The first request resolves the redirect; the rest of the file waits for its answer.
+    await this.#runChunk(job, first, true);
+  }
+
+  async #runChunk(job: Job, task: ChunkTask, first: boolean): Promise<void> {
+    const generation = job.generation;
+    job.running.add(task);
+    const file = job.work.file;
+    const what = file.path;
+    let failures = 0;
+    const superseded = () => this.#signal.aborted || job.generation !== generation || job.phase === "done";
+    for (;;) {
+      if (superseded()) return;
+      // A server that ignores Range always sends from byte 0: so does every retry of that stream.
+      if (job.whole) task.pos = 0;
+      const before = task.pos;
+      try {
+        const viaResolve = job.url === undefined;
+        const wholeFile = job.whole || (viaResolve && task.pos === 0 && task.end === job.size);
+        const outcome = await fetchChunk({
+          http: this.#ctx.http,
+          url: job.url ?? job.work.resolveUrl,
+          viaResolve,
+          size: job.size,
+          task,
+          fh: job.fh!,
+          wholeFile,
+          signal: job.controller.signal,
+          what,
+          filePath: job.work.placement.incomplete,
+          expectEtag: job.etag,
+          onWritten: (offset, buf) => {
+            if (job.generation !== generation) return;
+            job.written.add(offset, offset + buf.length);
+            job.pump?.onWritten(offset, buf);
+            job.state?.touch();
+            this.#ctx.emit({ type: "bytes", path: what, bytes: buf.length });
+          },
+        });
+        if (superseded()) return;
+        if (outcome.kind === "range-ignored") {
+          await this.#switchToWhole(job);
+          return;
+        }
+        if (job.url === undefined) job.url = outcome.url;
+        if (job.etag === undefined && outcome.etag !== undefined) {
+          job.etag = outcome.etag;
+          void job.state?.flush();
+        }
+        break;
+      } catch (err) {
+        if (superseded()) return;
+        if (err instanceof ContentChangedError) {
+          await this.#restart(job, err);
+          return;
+        }
+        if (err instanceof ExpiredUrlError) job.url = undefined;
+        const e = isHfgetError(err)
+          ? err
+          : new HfgetError("NETWORK", `${what}: ${String(err)}`, { cause: err });
+        if (task.pos - before >= PROGRESS_RESET) failures = 0;
+        failures++;
+        if (!e.retryable || failures > this.#ctx.retry.retries) {
+          job.running.delete(task);
+          if (e.retryable) {
+            await this.#failJob(
+              job,
+              new HfgetError(e.code, `${e.message} (gave up after ${failures} attempts)`, {
+                hint: e.hint,
+                cause: e,
+              }),
+            );
+          } else {
+            await this.#failJob(job, e);
+          }
+          return;
+        }
+        // A 429 tells us to wait; anything else failing on many connections at once means the
+        // server is down, and waiting on each of them would only delay the inevitable.
+        const capped = e.code !== "RATE_LIMITED";
+        const cap = Math.max(2, Math.ceil(this.#ctx.options.connections / 2));
+        if (capped && this.#retrying >= cap) {
+          job.running.delete(task);
+          await this.#failJob(
+            job,
+            new HfgetError(
+              e.code,
+              `${e.message} (and ${this.#retrying} other requests are failing at once; giving up)`,
+              {
+                hint: e.hint ?? "the server seems down; rerun later to resume",
+                cause: e,
+              },
+            ),
+          );
+          return;
+        }
+        const delayMs = retryDelay(failures - 1, this.#ctx.retry, e.retryAfterMs, this.#ctx.random);
+        this.#ctx.emit({ type: "retry", path: what, attempt: failures, delayMs, reason: e.message });
+        if (capped) this.#retrying++;
+        try {
+          await this.#ctx.sleep(delayMs, job.controller.signal);
+        } catch {
+          return;
+        } finally {
+          if (capped) this.#retrying--;
+        }
+      }
+    }
+    job.running.delete(task);
+    job.state?.touch();
+    if (first) {
+      job.phase = "fetching";
+      this.#notify();
+    }
+    if (job.complete && job.phase === "fetching") {
+      job.phase = "finishing";
+      await this.#finish(job);
+    }
+  }
+
+  /** The server answered 200 to a Range request: drop the chunks, fetch the file as one stream. */
+  async #switchToWhole(job: Job): Promise<void> {
+    job.newGeneration(this.#signal);
+    job.whole = true;
+    job.pending = [];
+    job.running.clear();
+    job.written = new RangeSet();
+    job.pump = new HashPump(job.fh!, job.size, expectedHash(job.work.file), job.written);
+    job.phase = "fetching";
+    await this.#runChunk(job, { start: 0, pos: 0, end: job.size }, false);
+  }
+
+  /** Throws the bytes away and fetches the file again, once; a second failure fails the file. */
+  async #restart(job: Job, err: HfgetError): Promise<void> {
+    job.verifyFailures++;
+    this.#ctx.emit({ type: "verify-failed", path: job.path, willRetry: job.verifyFailures < 2 });
+    if (job.verifyFailures >= 2) {
+      await this.#failJob(job, err);
+      return;
+    }
+    job.newGeneration(this.#signal);
+    job.pending = [];
+    job.running.clear();
+    await job.state?.close();
+    job.state = undefined;
+    await job.fh?.close().catch(() => undefined);
+    job.fh = undefined;
+    job.url = undefined;
+    job.etag = undefined;
+    job.whole = false;
+    await discardIncomplete(job.work.placement);
+    try {
+      await this.#openFile(job);
+    } catch (e) {
+      await this.#failJob(job, e);
+      return;
+    }
+    await this.#start(job);
+  }
+
+  async #finish(job: Job): Promise<void> {
+    const generation = job.generation;
+    const { file, placement } = job.work;
+    const expected = expectedHash(file);
+    let digest: string;
+    try {
+      digest = await job.pump!.digest();
+    } catch (err) {
+      await this.#failJob(
+        job,
+        new HfgetError("DISK", `${file.path}: cannot read back ${placement.incomplete}`, { cause: err }),
+      );
+      return;
+    }
+    if (job.generation !== generation) return;
+    if (digest !== expected.hex) {
+      const algo = expected.algorithm === "sha256" ? "SHA-256" : "git SHA-1";
+      await this.#restart(
+        job,
+        new HfgetError(
+          "VERIFY_FAILED",
+          `${file.path}: ${algo} mismatch: expected ${expected.hex}, got ${digest}`,
+          {
+            hint: "the server sent wrong bytes twice; nothing was kept. Try another --mirror or retry later",
+          },
+        ),
+      );
+      return;
+    }
+    try {
+      await job.state?.close();
+      job.state = undefined;
+      await job.fh?.close();
+      job.fh = undefined;
+      await placement.commit();
+      await removeState(placement.state);
+    } catch (err) {
+      await this.#failJob(job, err);
+      return;
+    } finally {
+      await job.release?.();
+      job.release = undefined;
+    }
+    this.#finishJob(job, { status: "downloaded" });
+  }
+}

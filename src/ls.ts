@@ -1,0 +1,46 @@
+import { existsSync } from "node:fs";
+import { cachePaths } from "./cache/paths.js";
+import type { Config } from "./config.js";
+import { makeFilter } from "./glob.js";
+import { listFiles } from "./hub/list-files.js";
+import { resolveRevision } from "./hub/resolve-revision.js";
+import { blobId, expectedHash } from "./hub/types.js";
+import type { RepoRef } from "./repo.js";
+import type { Session } from "./session.js";
+
+export interface LsEntry {
+  readonly path: string;
+  readonly size: number;
+  readonly lfs: boolean;
+  /** `sha256:<hex>` for LFS files, `sha1:<hex>` (git blob) otherwise: what the download is checked against. */
+  readonly hash: string;
+  /** The blob is already in the cache. */
+  readonly cached: boolean;
+}
+
+export interface LsResult {
+  readonly repo: RepoRef;
+  readonly revision: string;
+  readonly commit: string;
+  readonly files: readonly LsEntry[];
+}
+
+/** Lists the files of a repo at a revision, filtered like a download would be. */
+export async function ls(config: Config, session: Session, signal?: AbortSignal): Promise<LsResult> {
+  const { commit } = await resolveRevision(session.hub, config.repo, config.revision, signal);
+  const filter = makeFilter(config.include, config.exclude);
+  const paths = cachePaths(config.cacheDir, config.repo);
+  const files: LsEntry[] = [];
+  for await (const f of listFiles(session.hub, config.repo, commit, { signal })) {
+    if (!filter(f.path)) continue;
+    const h = expectedHash(f);
+    files.push({
+      path: f.path,
+      size: f.size,
+      lfs: f.lfs !== undefined,
+      hash: `${h.algorithm === "sha256" ? "sha256" : "sha1"}:${h.hex}`,
+      cached: existsSync(paths.blob(blobId(f))),
+    });
+  }
+  return { repo: config.repo, revision: config.revision, commit, files };
+}

@@ -1,0 +1,35 @@
+import type { Dispatcher } from "undici";
+import type { Config } from "./config.js";
+import { DEFAULT_RETRY_POLICY, type Sleep } from "./fetch/retry.js";
+import { HubClient } from "./hub/client.js";
+import { createDispatcher, HttpClient } from "./hub/http.js";
+
+export interface SessionDeps {
+  /** Inject a dispatcher (tests); otherwise one keep-alive Agent is created for the session. */
+  readonly dispatcher?: Dispatcher;
+  readonly sleep?: Sleep;
+}
+
+export interface Session {
+  readonly hub: HubClient;
+  close(): Promise<void>;
+}
+
+/** One HTTP client, one connection pool and one retry policy for everything a command does. */
+export function openSession(config: Config, deps: SessionDeps = {}): Session {
+  const owned = deps.dispatcher === undefined;
+  const dispatcher =
+    deps.dispatcher ?? createDispatcher({ timeoutMs: config.timeoutMs, proxy: config.proxy });
+  const http = new HttpClient({ endpoint: config.endpoint, token: config.token, dispatcher });
+  const hub = new HubClient({
+    http,
+    retry: { ...DEFAULT_RETRY_POLICY, retries: config.retries },
+    ...(deps.sleep ? { sleep: deps.sleep } : {}),
+  });
+  return {
+    hub,
+    close: async () => {
+      if (owned) await dispatcher.close().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,122 @@
+import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import type { ByteRange } from "./fetch/range-set.js";
+
+/**
+ * Resume state: a small versioned JSON file beside each `.incomplete` file, naming which byte
+ * ranges are already written. Written to a temp name and renamed (never half a file), and at most
+ * once per `minIntervalMs` unless flushed. A state whose size, hash or etag differs is discarded.
+ */
+export const STATE_VERSION = 1;
+
+export interface ResumeState {
+  readonly version: typeof STATE_VERSION;
+  readonly size: number;
+  /** `sha256:<hex>` or `git-sha1:<hex>` */
+  readonly hash: string;
+  /** The CDN's ETag when known; a different one later means the bytes changed. */
+  readonly etag: string | undefined;
+  readonly done: readonly ByteRange[];
+}
+
+export interface Identity {
+  readonly size: number;
+  readonly hash: string;
+}
+
+function isRanges(v: unknown, size: number): v is ByteRange[] {
+  return (
+    Array.isArray(v) &&
+    v.every(
+      (r) =>
+        Array.isArray(r) &&
+        r.length === 2 &&
+        Number.isSafeInteger(r[0]) &&
+        Number.isSafeInteger(r[1]) &&
+        r[0] >= 0 &&
+        r[0] < r[1] &&
+        r[1] <= size,
+    )
+  );
+}
+
+/** The saved state if it belongs to this file (same size and hash), else undefined. Never throws. */
+export async function loadState(path: string, id: Identity): Promise<ResumeState | undefined> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, "utf8"));
+  } catch {
+    return undefined;
+  }
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const s = raw as Partial<ResumeState>;
+  if (s.version !== STATE_VERSION || s.size !== id.size || s.hash !== id.hash) return undefined;
+  if (!isRanges(s.done, id.size)) return undefined;
+  return {
+    version: STATE_VERSION,
+    size: id.size,
+    hash: id.hash,
+    etag: typeof s.etag === "string" ? s.etag : undefined,
+    done: s.done,
+  };
+}
+
+export async function removeState(path: string): Promise<void> {
+  await rm(path, { force: true });
+  await rm(`${path}.tmp`, { force: true });
+}
+
+/** Throttled, atomic writer of one file's state. `snapshot` is read at write time. */
+export class StateWriter {
+  readonly #path: string;
+  readonly #snapshot: () => ResumeState;
+  readonly #minIntervalMs: number;
+  #lastWrite = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #writing: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  constructor(path: string, snapshot: () => ResumeState, minIntervalMs = 1000) {
+    this.#path = path;
+    this.#snapshot = snapshot;
+    this.#minIntervalMs = minIntervalMs;
+  }
+
+  /** Ask for a write soon (throttled). */
+  touch(): void {
+    if (this.#closed || this.#timer !== undefined) return;
+    const wait = Math.max(0, this.#lastWrite + this.#minIntervalMs - Date.now());
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.flush();
+    }, wait);
+    this.#timer.unref();
+  }
+
+  /** Write now (after any write in progress). */
+  flush(): Promise<void> {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    if (this.#closed) return this.#writing;
+    this.#writing = this.#writing.then(async () => {
+      this.#lastWrite = Date.now();
+      const tmp = `${this.#path}.tmp`;
+      try {
+        await writeFile(tmp, JSON.stringify(this.#snapshot()));
+        await rename(tmp, this.#path);
+      } catch {
+        // Losing one state write costs at most a re-fetch of what it would have recorded.
+      }
+    });
+    return this.#writing;
+  }
+
+  /** Stop writing (the file is done or abandoned); waits for a write in progress. */
+  async close(): Promise<void> {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#closed = true;
+    await this.#writing;
+  }
+}
