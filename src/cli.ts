@@ -120,6 +120,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     .version(VERSION)
     .usage("<repo_id> [files...] [options]\n       hfget ls <repo_id> [options]")
     .exitOverride()
+    // Options after `ls` belong to `ls`, not to the download command.
+    .enablePositionalOptions()
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
       writeErr: (s) => io.stderr.write(s),

@@ -68,18 +68,19 @@ function retryableProtocol(message: string): HfgetError {
 async function checkStatus(
   req: ChunkRequest,
   res: HttpResponse,
-  rangeAsked: boolean,
+  asked: { start: number; end: number } | undefined,
 ): Promise<"partial" | "whole"> {
   if (res.status === 206) {
-    if (!rangeAsked) {
+    if (asked === undefined) {
       res.body.destroy();
       throw retryableProtocol(`${req.what}: 206 answer to a request without Range`);
     }
     const cr = parseContentRange(header(res.headers, "content-range"));
-    if (cr === undefined || cr.start !== req.task.pos || cr.end > req.task.end || cr.end <= cr.start) {
+    // Checked against what was asked, not task.end: a thief may have shrunk that meanwhile.
+    if (cr === undefined || cr.start !== asked.start || cr.end > asked.end) {
       res.body.destroy();
       throw retryableProtocol(
-        `${req.what}: asked for bytes ${req.task.pos}-${req.task.end - 1}, the server sent Content-Range ${JSON.stringify(header(res.headers, "content-range") ?? "")}`,
+        `${req.what}: asked for bytes ${asked.start}-${asked.end - 1}, the server sent Content-Range ${JSON.stringify(header(res.headers, "content-range") ?? "")}`,
       );
     }
     if (cr.size !== undefined && cr.size !== req.size) {
@@ -118,7 +119,7 @@ async function checkStatus(
     res.body.destroy();
     throw new HfgetError(
       "PROTOCOL",
-      `${req.what}: the server refused bytes ${req.task.pos}-${req.task.end - 1} (416)`,
+      `${req.what}: the server refused bytes ${asked?.start}-${(asked?.end ?? 0) - 1} (416)`,
       {
         hint: "the file changed upstream or the mirror is stale",
       },
@@ -166,11 +167,11 @@ async function writeAll(
  */
 export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
   const { task } = req;
-  const rangeAsked = !req.wholeFile;
-  const headers: Record<string, string> = rangeAsked ? { range: rangeHeader(task.pos, task.end) } : {};
+  const asked = req.wholeFile ? undefined : { start: task.pos, end: task.end };
+  const headers: Record<string, string> = asked ? { range: rangeHeader(asked.start, asked.end) } : {};
   const res = await req.http.request(req.url, { headers, signal: req.signal, followRedirects: true });
-  const kind = await checkStatus(req, res, rangeAsked);
-  if (kind === "whole" && rangeAsked) {
+  const kind = await checkStatus(req, res, asked);
+  if (kind === "whole" && asked) {
     res.body.destroy();
     return { kind: "range-ignored" };
   }

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { type FileHandle, open, statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import { discardIncomplete, type Placement, prepareIncomplete } from "../cache/commit.js";
@@ -65,10 +66,26 @@ class Job {
   whole = false;
   /** Bumped whenever in-flight requests of this file must be dropped (restart, whole-file switch). */
   generation = 0;
-  controller = new AbortController();
+  controller: AbortController;
   verifyFailures = 0;
 
-  constructor(readonly work: FileWork) {}
+  constructor(
+    readonly work: FileWork,
+    readonly runSignal: AbortSignal,
+  ) {
+    this.controller = this.#linkedController();
+  }
+
+  /** A controller for this file's requests that also aborts with the run. */
+  #linkedController(): AbortController {
+    const c = new AbortController();
+    // Every chunk request and retry sleep of the file listens on it: more than Node's default 10.
+    setMaxListeners(0, c.signal);
+    const onRunAbort = () => c.abort(this.runSignal.reason);
+    if (this.runSignal.aborted) onRunAbort();
+    else this.runSignal.addEventListener("abort", onRunAbort, { once: true, signal: c.signal });
+    return c;
+  }
 
   get path(): string {
     return this.work.file.path;
@@ -80,13 +97,10 @@ class Job {
     return this.pending.length === 0 && this.running.size === 0 && this.written.total >= this.size;
   }
   /** Drop all requests in flight for this file and start a new generation. */
-  newGeneration(runSignal: AbortSignal): void {
+  newGeneration(): void {
     this.generation++;
     this.controller.abort(new Error("superseded"));
-    this.controller = new AbortController();
-    const onRunAbort = () => this.controller.abort(runSignal.reason);
-    if (runSignal.aborted) onRunAbort();
-    else runSignal.addEventListener("abort", onRunAbort, { once: true });
+    this.controller = this.#linkedController();
   }
 }
 
@@ -109,7 +123,8 @@ export class Engine {
 
   constructor(ctx: EngineContext, works: readonly FileWork[]) {
     this.#ctx = ctx;
-    this.#queue = works.map((w) => new Job(w));
+    setMaxListeners(0, this.#runController.signal);
+    this.#queue = works.map((w) => new Job(w, this.#runController.signal));
     const onAbort = () => this.#runController.abort(ctx.signal.reason);
     if (ctx.signal.aborted) onAbort();
     else ctx.signal.addEventListener("abort", onAbort, { once: true });
@@ -486,7 +501,7 @@ export class Engine {
 
   /** The server answered 200 to a Range request: drop the chunks, fetch the file as one stream. */
   async #switchToWhole(job: Job): Promise<void> {
-    job.newGeneration(this.#signal);
+    job.newGeneration();
     job.whole = true;
     job.pending = [];
     job.running.clear();
@@ -504,7 +519,7 @@ export class Engine {
       await this.#failJob(job, err);
       return;
     }
-    job.newGeneration(this.#signal);
+    job.newGeneration();
     job.pending = [];
     job.running.clear();
     await job.state?.close();
