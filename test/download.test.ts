@@ -1,0 +1,370 @@
+import assert from "node:assert/strict";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { scanCacheDir } from "@huggingface/hub";
+import {
+  type FakeHub,
+  type FakeRepo,
+  fileFromBuffer,
+  makeRepo,
+  pushCommit,
+  randomBytesSeeded,
+  startFakeHub,
+  TEST_TOKEN,
+} from "./fakehub/index.js";
+import { cacheProblems, cleanEnv, repoCacheDir, runCli, sha256File, tempDir, waitFor } from "./helpers.js";
+
+const MiB = 1024 * 1024;
+
+/** Every path under `dir`, relative, with a trailing "/" on folders and " -> target" on links. */
+function tree(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      const rel = relative(dir, p);
+      if (e.isSymbolicLink()) out.push(`${rel} -> ${readFileSync(p) && ""}`.replace(/ -> $/, ""));
+      else if (e.isDirectory()) {
+        out.push(`${rel}/`);
+        walk(p);
+      } else out.push(rel);
+    }
+  };
+  walk(dir);
+  return out.sort();
+}
+
+/** [start, endExclusive] of a `bytes=a-b` header. */
+function parseRangeHeader(h: string | undefined, size: number): [number, number] {
+  if (!h) return [0, size];
+  const m = /bytes=(\d+)-(\d*)/.exec(h);
+  assert.ok(m, `range header ${h}`);
+  return [Number(m[1]), m[2] === "" ? size : Number(m[2]) + 1];
+}
+
+describe("hfget <repo>: download into the cache", () => {
+  let hub: FakeHub;
+  const big1 = randomBytesSeeded(11, 64 * MiB + 123);
+  const big2 = randomBytesSeeded(12, 64 * MiB + 4567);
+  const repo: FakeRepo = makeRepo("org/model", [
+    fileFromBuffer(".gitattributes", Buffer.from("*.safetensors filter=lfs\n")),
+    fileFromBuffer("config.json", Buffer.from('{"hidden":64}\n')),
+    fileFromBuffer("tokenizer/vocab.txt", Buffer.from("a\nb\nc\n")),
+    fileFromBuffer("tokenizer/deep/merges.txt", Buffer.from("a b\n")),
+    fileFromBuffer("model-00001.safetensors", big1, { lfs: true }),
+    fileFromBuffer("shards/model-00002.safetensors", big2, { lfs: true }),
+  ]);
+  const commit = repo.refs.main!;
+  const prCommit = pushCommit(repo, [fileFromBuffer("pr.txt", Buffer.from("from a PR\n"))], "refs/pr/1");
+  const throttled = makeRepo("org/slow", [
+    fileFromBuffer("big.bin", randomBytesSeeded(21, 12 * MiB), { lfs: true }),
+  ]);
+  const gated = makeRepo(
+    "org/gated",
+    [fileFromBuffer("w.bin", randomBytesSeeded(31, 3 * MiB), { lfs: true })],
+    {
+      gated: true,
+    },
+  );
+
+  before(async () => {
+    hub = await startFakeHub({ repos: [repo, throttled, gated] });
+  });
+  after(async () => {
+    await hub.close();
+  });
+
+  it("writes the exact huggingface_hub cache tree, every hash right", async () => {
+    const cache = tempDir();
+    hub.clearLog();
+    const r = await runCli(["org/model", "--mirror", hub.url, "--cache-dir", cache], {
+      env: cleanEnv(),
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const repoDir = repoCacheDir(cache, "model", "org/model");
+    assert.equal(r.stdout, `${join(repoDir, "snapshots", commit)}\n`, "stdout is only the snapshot path");
+    const files = repo.commits[0]!.files;
+    assert.deepEqual(cacheProblems(repoDir, commit, files), []);
+    assert.equal(readFileSync(join(repoDir, "refs", "main"), "utf8"), commit, "ref without trailing newline");
+    const ids = files.map((f) => f.lfs?.sha256 ?? f.gitOid).sort();
+    assert.deepEqual(
+      tree(repoDir),
+      [
+        "blobs/",
+        ...ids.map((id) => `blobs/${id}`),
+        "refs/",
+        "refs/main",
+        "snapshots/",
+        `snapshots/${commit}/`,
+        `snapshots/${commit}/.gitattributes`,
+        `snapshots/${commit}/config.json`,
+        `snapshots/${commit}/model-00001.safetensors`,
+        `snapshots/${commit}/shards/`,
+        `snapshots/${commit}/shards/model-00002.safetensors`,
+        `snapshots/${commit}/tokenizer/`,
+        `snapshots/${commit}/tokenizer/deep/`,
+        `snapshots/${commit}/tokenizer/deep/merges.txt`,
+        `snapshots/${commit}/tokenizer/vocab.txt`,
+      ].sort(),
+    );
+    // LFS bytes come from the CDN in ranges; the token-less hub answered resolve once per file.
+    const cdn = hub.log.filter((e) => e.server === "cdn");
+    assert.ok(cdn.length >= 8, `64 MiB files in 16 MiB chunks: ${cdn.length} CDN requests`);
+    assert.ok(cdn.every((e) => e.range !== undefined));
+    const resolves = hub.log.filter((e) => e.server === "hub" && e.url.includes("/resolve/"));
+    assert.equal(resolves.length, files.length, "one resolve per file");
+    assert.ok(
+      hub.log.every((e) => e.status < 400),
+      "no failed request",
+    );
+
+    // A real client reads the cache.
+    const info = await scanCacheDir(cache);
+    const cached = info.repos.find((x) => x.id.name === "org/model");
+    assert.ok(cached, JSON.stringify(info.warnings.map((w) => w.message)));
+    const rev = cached.revisions.find((x) => x.commitOid === commit);
+    assert.ok(rev);
+    assert.deepEqual(rev.refs, ["main"]);
+    // huggingface.js's scanSnapshotDir skips sub-folders (it does not recurse), so it can only
+    // report the top-level files; cacheProblems above checked the nested ones link for link.
+    assert.deepEqual(
+      rev.files.map((f) => [relative(rev.path, f.path), f.blob.size]).sort(),
+      files
+        .filter((f) => !f.path.includes("/"))
+        .map((f) => [f.path, f.size])
+        .sort(),
+    );
+    assert.equal(rev.files.length, 3);
+
+    // A second run fetches nothing and still prints the path.
+    hub.clearLog();
+    const again = await runCli(["org/model", "--mirror", hub.url, "--cache-dir", cache, "--json"], {
+      env: cleanEnv(),
+      timeoutMs: 30_000,
+    });
+    assert.equal(again.code, 0, again.stderr);
+    const summary = JSON.parse(again.stdout) as { files: { status: string }[]; bytesDownloaded: number };
+    assert.ok(summary.files.every((f) => f.status === "cached"));
+    assert.equal(summary.bytesDownloaded, 0);
+    assert.equal(hub.log.filter((e) => e.url.includes("/resolve/") || e.server === "cdn").length, 0);
+  });
+
+  it("writes nested refs for refs/pr/N", async () => {
+    const cache = tempDir();
+    const r = await runCli(
+      ["org/model", "pr.txt", "--revision", "refs/pr/1", "--mirror", hub.url, "--cache-dir", cache],
+      {
+        env: cleanEnv(),
+        timeoutMs: 30_000,
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const repoDir = repoCacheDir(cache, "model", "org/model");
+    assert.equal(readFileSync(join(repoDir, "refs", "refs", "pr", "1"), "utf8"), prCommit);
+    assert.deepEqual(cacheProblems(repoDir, prCommit, repo.commits[1]!.files), []);
+  });
+
+  it("downloads only the named files, or what --include/--exclude select", async () => {
+    const cache = tempDir();
+    const r = await runCli(
+      [
+        "org/model",
+        "config.json",
+        "tokenizer/vocab.txt",
+        "--mirror",
+        hub.url,
+        "--cache-dir",
+        cache,
+        "--json",
+      ],
+      { env: cleanEnv(), timeoutMs: 30_000 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const paths = (JSON.parse(r.stdout) as { files: { path: string }[] }).files.map((f) => f.path).sort();
+    assert.deepEqual(paths, ["config.json", "tokenizer/vocab.txt"]);
+    const g = await runCli(
+      [
+        "org/model",
+        "--include",
+        "*.txt",
+        "--exclude",
+        "*deep*",
+        "--mirror",
+        hub.url,
+        "--cache-dir",
+        cache,
+        "--json",
+      ],
+      { env: cleanEnv(), timeoutMs: 30_000 },
+    );
+    assert.equal(g.code, 0, g.stderr);
+    const gp = (JSON.parse(g.stdout) as { files: { path: string }[] }).files.map((f) => f.path).sort();
+    assert.deepEqual(gp, ["tokenizer/vocab.txt"]);
+  });
+
+  it("--dry-run lists the plan and writes nothing", async () => {
+    const cache = tempDir();
+    const r = await runCli(["org/model", "--dry-run", "--json", "--mirror", hub.url, "--cache-dir", cache], {
+      env: cleanEnv(),
+      timeoutMs: 30_000,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { dryRun: boolean; files: { status: string }[] };
+    assert.equal(out.dryRun, true);
+    assert.equal(out.files.length, 6);
+    assert.ok(out.files.every((f) => f.status === "planned"));
+    assert.deepEqual(readdirSync(cache), []);
+  });
+
+  it("--local-dir writes plain files and huggingface_hub's metadata", async () => {
+    const dir = tempDir();
+    const r = await runCli(["org/model", "--local-dir", dir, "--mirror", hub.url, "--quiet"], {
+      env: cleanEnv(),
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${dir}\n`);
+    assert.equal(r.stderr, "", "--quiet prints nothing on success");
+    for (const f of repo.commits[0]!.files) {
+      const p = join(dir, ...f.path.split("/"));
+      assert.ok(statSync(p).isFile(), f.path);
+      assert.equal(statSync(p).size, f.size);
+      const meta = readFileSync(
+        join(dir, ".cache", "huggingface", "download", `${f.path}.metadata`),
+        "utf8",
+      ).split("\n");
+      assert.equal(meta[0], commit);
+      assert.equal(meta[1], f.lfs?.sha256 ?? f.gitOid);
+      assert.ok(Number(meta[2]) * 1000 >= statSync(p).mtimeMs - 1000, "timestamp not older than the file");
+    }
+    assert.equal(sha256File(join(dir, "model-00001.safetensors")), repo.commits[0]!.files[4]!.lfs!.sha256);
+    const leftovers = tree(join(dir, ".cache")).filter(
+      (p) => p.includes("incomplete") || p.endsWith(".lock/"),
+    );
+    assert.deepEqual(leftovers, []);
+    hub.clearLog();
+    const again = await runCli(["org/model", "--local-dir", dir, "--mirror", hub.url, "--quiet"], {
+      env: cleanEnv(),
+      timeoutMs: 30_000,
+    });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(hub.log.filter((e) => e.server === "cdn" || e.url.includes("/resolve/")).length, 0);
+  });
+
+  it("prints sparse plain lines when stderr is not a terminal", async () => {
+    const cache = tempDir();
+    const r = await runCli(["org/model", "--mirror", hub.url, "--cache-dir", cache], {
+      env: cleanEnv(),
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stderr.trimEnd().split("\n");
+    // resolved + planned + one per file + at most a few periodic lines + the final line
+    assert.ok(lines.length <= 6 + 3 + 4, `too chatty for CI logs:\n${r.stderr}`);
+    assert.ok(
+      lines.every((l) => l.startsWith("hfget: ")),
+      r.stderr,
+    );
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: looking for escape codes is the point
+    assert.ok(!/[\r\u001b]/.test(r.stderr), "no carriage returns or escape codes");
+    assert.equal(lines.filter((l) => l.startsWith("hfget: done ")).length, 6);
+    assert.match(lines.at(-1)!, /finished 6\/6 files/);
+  });
+
+  it("needs the token for a gated repo, and never sends it to the CDN", async () => {
+    const cache = tempDir();
+    const denied = await runCli(["org/gated", "--mirror", hub.url, "--cache-dir", cache], {
+      env: cleanEnv(),
+      timeoutMs: 30_000,
+    });
+    assert.equal(denied.code, 4);
+    assert.match(denied.stderr, /gated/);
+    assert.ok(
+      !existsSync(join(repoCacheDir(cache, "model", "org/gated"), "snapshots", gated.refs.main!, "w.bin")),
+    );
+    hub.clearLog();
+    const ok = await runCli(["org/gated", "--mirror", hub.url, "--cache-dir", cache, "--chunk-size", "1M"], {
+      env: cleanEnv({ HF_TOKEN: TEST_TOKEN }),
+      timeoutMs: 30_000,
+    });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.ok(hub.log.some((e) => e.server === "hub" && e.authorization === "token"));
+    const cdn = hub.log.filter((e) => e.server === "cdn");
+    assert.ok(cdn.length >= 3);
+    assert.ok(
+      cdn.every((e) => e.authorization === "none"),
+      "no Authorization to the CDN origin",
+    );
+    assert.ok(!ok.stdout.includes(TEST_TOKEN) && !ok.stderr.includes(TEST_TOKEN));
+  });
+
+  it("resumes after SIGKILL without fetching a finished range again", async () => {
+    const cache = tempDir();
+    const file = throttled.commits[0]!.files[0]!;
+    const sha = file.lfs!.sha256;
+    const statePath = join(repoCacheDir(cache, "model", "org/slow"), "blobs", `${sha}.incomplete.hfget.json`);
+    // 4 connections x 1 MB/s: the 12 MiB file takes ~3 s; kill it once the state shows >= 40%.
+    hub.faults.push({ server: "cdn", fault: { type: "throttle", bytesPerSec: 1_000_000 } });
+    let done: [number, number][] = [];
+    const first = await runCli(
+      ["org/slow", "--mirror", hub.url, "--cache-dir", cache, "--connections", "4", "--chunk-size", "1M"],
+      {
+        env: cleanEnv(),
+        timeoutMs: 30_000,
+        onSpawn: (child) => {
+          void waitFor(
+            () => {
+              try {
+                const st = JSON.parse(readFileSync(statePath, "utf8")) as { done: [number, number][] };
+                const bytes = st.done.reduce((n, [s, e]) => n + e - s, 0);
+                if (bytes >= 0.4 * file.size) {
+                  child.kill("SIGKILL");
+                  return true;
+                }
+              } catch {
+                // not written yet
+              }
+              return false;
+            },
+            20_000,
+            "resume state at 40%",
+          ).catch(() => child.kill("SIGKILL"));
+        },
+      },
+    );
+    hub.faults.length = 0;
+    assert.equal(first.signal, "SIGKILL", `first run should have been killed: ${first.stderr}`);
+    done = (JSON.parse(readFileSync(statePath, "utf8")) as { done: [number, number][] }).done;
+    const doneBytes = done.reduce((n, [s, e]) => n + e - s, 0);
+    assert.ok(doneBytes > 0 && doneBytes < file.size, `state records ${doneBytes} bytes`);
+
+    hub.clearLog();
+    const second = await runCli(
+      ["org/slow", "--mirror", hub.url, "--cache-dir", cache, "--chunk-size", "1M"],
+      {
+        env: cleanEnv(),
+        timeoutMs: 30_000,
+      },
+    );
+    assert.equal(second.code, 0, second.stderr);
+    const fetched = hub.log
+      .filter((e) => e.server === "cdn")
+      .map((e) => parseRangeHeader(e.range, file.size));
+    assert.ok(fetched.length > 0);
+    for (const [s, e] of fetched) {
+      for (const [ds, de] of done) {
+        assert.ok(e <= ds || s >= de, `range ${s}-${e} overlaps finished ${ds}-${de}`);
+      }
+    }
+    const refetched = fetched.reduce((n, [s, e]) => n + e - s, 0);
+    assert.ok(
+      refetched <= file.size - doneBytes,
+      `refetched ${refetched} > missing ${file.size - doneBytes}`,
+    );
+    const repoDir = repoCacheDir(cache, "model", "org/slow");
+    assert.deepEqual(cacheProblems(repoDir, throttled.refs.main!, [file]), []);
+    assert.ok(!existsSync(statePath), "state removed after commit");
+  });
+});

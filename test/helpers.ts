@@ -1,0 +1,293 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repo's top folder (tests run from dist/test/). */
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const BIN = join(ROOT, "bin", "hfget.js");
+
+export interface CliRun {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface RunOptions {
+  readonly env?: Record<string, string | undefined>;
+  /** Hard cap: the process is killed (SIGKILL) after this long. Default 60 s. */
+  readonly timeoutMs?: number;
+  /** Called with the child right after spawn (to send signals). */
+  readonly onSpawn?: (child: ChildProcess) => void;
+  /** Called with stderr text as it arrives. */
+  readonly onStderr?: (chunk: string, child: ChildProcess) => void;
+}
+
+/** An environment with no HF_* or proxy variables of the developer's, a fresh HF_HOME, no colours. */
+export function cleanEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (
+      /^(HF_|HUGGINGFACE_|XDG_CACHE_HOME$|https?_proxy$|HTTPS?_PROXY$|NO_PROXY$|no_proxy$|FORCE_COLOR$)/.test(
+        k,
+      )
+    )
+      continue;
+    env[k] = v;
+  }
+  env.HF_HOME = tempDir("hfget-home-");
+  env.NO_COLOR = "1";
+  return { ...env, ...extra };
+}
+
+/** Runs the real CLI as a process; never waits longer than timeoutMs. */
+export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<CliRun> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: opts.env ?? cleanEnv(),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+      opts.onStderr?.(d, child);
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolvePromise({ code, signal, stdout, stderr });
+    });
+    opts.onSpawn?.(child);
+  });
+}
+
+const made: string[] = [];
+export function tempDir(prefix = "hfget-test-"): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  made.push(d);
+  return d;
+}
+process.on("exit", () => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
+export function sha256File(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+export function gitSha1File(path: string): string {
+  const data = readFileSync(path);
+  return createHash("sha1").update(`blob ${data.length}\0`).update(data).digest("hex");
+}
+
+/** The cache folder of a repo. */
+export function repoCacheDir(cacheDir: string, type: "model" | "dataset" | "space", id: string): string {
+  return join(cacheDir, [`${type}s`, ...id.split("/")].join("--"));
+}
+
+export interface ExpectedFile {
+  readonly path: string;
+  readonly gitOid: string;
+  readonly lfs?: { readonly sha256: string } | undefined;
+}
+
+/**
+ * Asserts the huggingface_hub layout for one commit, file by file: a relative symlink
+ * snapshots/<commit>/<path> -> ../../(../)blobs/<id>, whose target holds bytes with that hash.
+ * Returns a list of problems (empty when all is right).
+ */
+export function cacheProblems(repoDir: string, commit: string, files: readonly ExpectedFile[]): string[] {
+  const problems: string[] = [];
+  for (const f of files) {
+    const id = f.lfs ? f.lfs.sha256 : f.gitOid;
+    const link = join(repoDir, "snapshots", commit, ...f.path.split("/"));
+    const depth = f.path.split("/").length - 1;
+    const want = `${"../".repeat(depth + 2)}blobs/${id}`;
+    let target: string;
+    try {
+      target = readlinkSync(link);
+    } catch (err) {
+      problems.push(`${f.path}: no symlink (${(err as Error).message})`);
+      continue;
+    }
+    if (target !== want) problems.push(`${f.path}: symlink -> ${target}, want ${want}`);
+    const blob = join(repoDir, "blobs", id);
+    try {
+      const got = f.lfs ? sha256File(blob) : gitSha1File(blob);
+      if (got !== id) problems.push(`${f.path}: blob hash ${got}, want ${id}`);
+    } catch (err) {
+      problems.push(`${f.path}: blob missing (${(err as Error).message})`);
+    }
+  }
+  return problems;
+}
+
+/** Waits until `check` is true, polling, for at most `timeoutMs`. */
+export async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault-injection and security tests
+
+/** Every entry under `dir` (files, symlinks, folders), as paths relative to it; symlinks are not followed. */
+export function walk(dir: string): string[] {
+  const out: string[] = [];
+  const visit = (rel: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(join(dir, rel));
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const r = rel === "" ? name : join(rel, name);
+      out.push(r);
+      if (lstatSync(join(dir, r)).isDirectory()) visit(r);
+    }
+  };
+  visit("");
+  return out.sort();
+}
+
+/** Scratch files of a download (partial bytes, resume state, temp names, locks): not finished blobs. */
+export function isScratchName(name: string): boolean {
+  return /\.incomplete$|\.incomplete\.hfget\.json(\.tmp)?$|\.tmp$|\.lock$/.test(name);
+}
+
+/**
+ * Whatever a run left, nothing visible may be wrong: every finished blob in blobs/ hashes to its
+ * name (sha256 for 64 hex, git sha1 for 40 hex), and every snapshot entry is a relative symlink to
+ * a finished blob. Missing files are fine (the run may have been killed); wrong ones are not.
+ */
+export function blobProblems(repoDir: string): string[] {
+  const problems: string[] = [];
+  const blobs = join(repoDir, "blobs");
+  for (const name of walk(blobs)) {
+    if (isScratchName(name)) continue;
+    const path = join(blobs, name);
+    if (!lstatSync(path).isFile()) {
+      problems.push(`blobs/${name}: not a regular file`);
+    } else if (/^[0-9a-f]{64}$/.test(name)) {
+      const got = sha256File(path);
+      if (got !== name) problems.push(`blobs/${name}: sha256 is ${got}`);
+    } else if (/^[0-9a-f]{40}$/.test(name)) {
+      const got = gitSha1File(path);
+      if (got !== name) problems.push(`blobs/${name}: git sha1 is ${got}`);
+    } else {
+      problems.push(`blobs/${name}: unexpected name`);
+    }
+  }
+  const snapshots = join(repoDir, "snapshots");
+  for (const rel of walk(snapshots)) {
+    const path = join(snapshots, rel);
+    const st = lstatSync(path);
+    if (st.isDirectory()) continue;
+    if (isScratchName(rel)) continue;
+    if (!st.isSymbolicLink()) {
+      problems.push(`snapshots/${rel}: not a symlink`);
+      continue;
+    }
+    const target = readlinkSync(path);
+    const m = /^(\.\.\/)+blobs\/([0-9a-f]{40}|[0-9a-f]{64})$/.exec(target);
+    if (m === null) {
+      problems.push(`snapshots/${rel}: symlink to ${target}`);
+      continue;
+    }
+    const blob = join(dirname(path), target);
+    if (resolve(blob) !== join(blobs, m[2] ?? "")) problems.push(`snapshots/${rel}: ${target} leaves blobs/`);
+    try {
+      statSync(blob);
+    } catch {
+      problems.push(`snapshots/${rel}: dangling symlink to ${target}`);
+    }
+  }
+  return problems;
+}
+
+export interface SavedState {
+  readonly size: number;
+  readonly hash: string;
+  readonly etag?: string;
+  readonly done: [number, number][];
+}
+
+export function readState(path: string): SavedState | undefined {
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as SavedState;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The resume state's promise: every range it calls done holds exactly the expected bytes in the
+ * `.incomplete` file. Returns problems (empty when the state is absent or right).
+ */
+export function resumeStateProblems(incomplete: string, statePath: string, content: Buffer): string[] {
+  const state = readState(statePath);
+  if (state === undefined) return [];
+  if (state.size !== content.length) return [`state size ${state.size}, file size ${content.length}`];
+  let data: Buffer;
+  try {
+    data = readFileSync(incomplete);
+  } catch {
+    return state.done.length > 0 ? [`state lists ${JSON.stringify(state.done)} but there is no .incomplete`] : [];
+  }
+  const problems: string[] = [];
+  for (const [a, b] of state.done) {
+    if (b > data.length) {
+      problems.push(`done range ${a}-${b} is past the end of the .incomplete (${data.length} bytes)`);
+      continue;
+    }
+    if (!data.subarray(a, b).equals(content.subarray(a, b))) {
+      let at = a;
+      while (at < b && data[at] === content[at]) at++;
+      problems.push(`done range ${a}-${b} holds wrong bytes from offset ${at}`);
+    }
+  }
+  return problems;
+}
+
+/** Files under `dir` (symlinks not followed) whose bytes contain `needle`. */
+export function filesContaining(dir: string, needle: string): string[] {
+  const hits: string[] = [];
+  const n = Buffer.from(needle);
+  for (const rel of walk(dir)) {
+    const path = join(dir, rel);
+    if (!lstatSync(path).isFile()) continue;
+    if (readFileSync(path).includes(n)) hits.push(rel);
+  }
+  return hits;
+}
+
+/** `bytes=a-b` -> [a, b] (inclusive end), else undefined. */
+export function parseRangeHeader(range: string | undefined): [number, number] | undefined {
+  const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? "");
+  return m === null ? undefined : [Number(m[1]), Number(m[2])];
+}
+
+/** Peak resident memory (VmHWM, KiB) of a live process, or undefined once it is gone. */
+export function peakRssKiB(pid: number): number | undefined {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m === null ? undefined : Number(m[1]);
+  } catch {
+    return undefined;
+  }
+}
