@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -13,7 +14,16 @@ import {
   startFakeHub,
   TEST_TOKEN,
 } from "./fakehub/index.js";
-import { cacheProblems, cleanEnv, repoCacheDir, runCli, sha256File, tempDir, waitFor } from "./helpers.js";
+import {
+  BIN,
+  cacheProblems,
+  cleanEnv,
+  repoCacheDir,
+  runCli,
+  sha256File,
+  tempDir,
+  waitFor,
+} from "./helpers.js";
 
 const MiB = 1024 * 1024;
 
@@ -366,5 +376,79 @@ describe("hfget <repo>: download into the cache", () => {
     const repoDir = repoCacheDir(cache, "model", "org/slow");
     assert.deepEqual(cacheProblems(repoDir, throttled.refs.main!, [file]), []);
     assert.ok(!existsSync(statePath), "state removed after commit");
+  });
+  it("stops on SIGTERM with exit 130, keeps the resume state, and a rerun completes", async () => {
+    const cache = tempDir();
+    const file = throttled.commits[0]!.files[0]!;
+    const blobs = join(repoCacheDir(cache, "model", "org/slow"), "blobs");
+    const statePath = join(blobs, `${file.lfs!.sha256}.incomplete.hfget.json`);
+    hub.faults.push({ server: "cdn", fault: { type: "throttle", bytesPerSec: 1_000_000 } });
+    const r = await runCli(
+      ["org/slow", "--mirror", hub.url, "--cache-dir", cache, "--connections", "4", "--chunk-size", "1M"],
+      {
+        env: cleanEnv(),
+        timeoutMs: 30_000,
+        onSpawn: (child) => {
+          void waitFor(() => existsSync(statePath), 20_000, "resume state")
+            .then(() => new Promise((res) => setTimeout(res, 300)))
+            .finally(() => child.kill("SIGTERM"));
+        },
+      },
+    );
+    hub.faults.length = 0;
+    assert.equal(r.code, 130, r.stderr);
+    assert.match(r.stderr, /interrupted.*rerun/);
+    assert.equal(r.stdout, "");
+    const st = JSON.parse(readFileSync(statePath, "utf8")) as { done: [number, number][] };
+    assert.ok(st.done.length > 0, "state flushed on the way out");
+    assert.ok(!existsSync(join(blobs, file.lfs!.sha256)), "nothing committed");
+    const again = await runCli(["org/slow", "--mirror", hub.url, "--cache-dir", cache], {
+      env: cleanEnv(),
+      timeoutMs: 30_000,
+    });
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(
+      cacheProblems(repoCacheDir(cache, "model", "org/slow"), throttled.refs.main!, [file]),
+      [],
+    );
+  });
+
+  it("throws away a file whose hash is wrong and fetches it once more", async () => {
+    const cache = tempDir();
+    hub.faults.push({ server: "cdn", times: 1, fault: { type: "corrupt" } });
+    const r = await runCli(["org/gated", "--mirror", hub.url, "--cache-dir", cache, "--token", TEST_TOKEN], {
+      env: cleanEnv(),
+      timeoutMs: 30_000,
+    });
+    hub.faults.length = 0;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /hash mismatch, downloading it again/);
+    assert.deepEqual(
+      cacheProblems(repoCacheDir(cache, "model", "org/gated"), gated.refs.main!, gated.commits[0]!.files),
+      [],
+    );
+  });
+
+  it("draws progress bars on a terminal", async () => {
+    const cache = tempDir();
+    // `script` (util-linux) gives the process a pseudo-terminal. Spawned asynchronously: the fake
+    // hub lives in this process and must keep answering.
+    const cmd = `${process.execPath} ${BIN} org/model --mirror ${hub.url} --cache-dir ${cache}`;
+    const child = spawn("script", ["-qfec", cmd, "/dev/null"], {
+      env: cleanEnv({ FORCE_COLOR: "0", TERM: "xterm" }) as NodeJS.ProcessEnv,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      out += d;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    const code = await new Promise<number | null>((res) => child.on("close", res));
+    clearTimeout(timer);
+    assert.equal(code, 0, out);
+    assert.match(out, /█/, "a bar was drawn");
+    assert.match(out, /total \d\/6 files/, "the overall bar counts files");
+    assert.match(out, /100% +134 MB \/ 134 MB/, "and ends full");
+    assert.match(out, /snapshots\//, "the path is printed too");
   });
 });
