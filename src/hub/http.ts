@@ -137,7 +137,8 @@ export class HttpClient {
       if (seen.has(next.href)) {
         throw new HfgetError("PROTOCOL", `redirect loop at ${this.#show(next)}`);
       }
-      if (hop + 1 >= MAX_REDIRECTS) {
+      // `hop` redirects were followed so far; this would be one more.
+      if (hop >= MAX_REDIRECTS) {
         throw new HfgetError(
           "PROTOCOL",
           `more than ${MAX_REDIRECTS} redirects from ${this.#show(new URL(url))}`,
@@ -155,6 +156,10 @@ export class HttpClient {
         dispatcher: this.dispatcher,
         signal: init.signal ?? null,
       });
+      // Callers drop bodies they do not want with body.destroy(); undici then emits an 'error'
+      // (RequestAbortedError) on a body not read to its end, which would crash the process with no
+      // listener. Readers still see errors through their async iterator or dump().
+      res.body.on("error", () => undefined);
       return { status: res.statusCode, headers: res.headers, body: res.body, url: url.href };
     } catch (err) {
       throw this.networkError(err, url, init.signal);
