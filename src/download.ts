@@ -1,6 +1,6 @@
 import { access, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { cachePlacement, localDirPlacement, type Placement } from "./cache/commit.js";
+import { cachePlacement, ensureInside, localDirPlacement, type Placement } from "./cache/commit.js";
 import { cachePaths, localDirPaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import { HfgetError } from "./errors.js";
@@ -157,6 +157,11 @@ export async function download(
   }
 
   await mkdir(root, { recursive: true });
+  if (local) {
+    // The engine takes each file's lock (a folder under .cache/huggingface/download) before the
+    // placement checks its folders: check those first, so a planted symlink cannot lead it outside.
+    for (const dir of new Set(works.map((w) => dirname(w.placement.lock)))) await ensureInside(root, dir);
+  }
   let bytesDownloaded = 0;
   const engine = new Engine(
     {

@@ -37,13 +37,21 @@ function tmpName(path: string): string {
 
 /** Refuses to write through a symlinked folder that leads out of `root` (a planted symlink). */
 async function checkInside(root: string, dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const [r, d] = await Promise.all([realpath(root), realpath(dir)]);
-  if (d !== r && !d.startsWith(r + sep)) {
-    throw new HfgetError("DISK", `refusing to write into ${dir}: it resolves to ${d}, outside ${r}`, {
+  const r = await realpath(root);
+  const refuse = (d: string) =>
+    new HfgetError("DISK", `refusing to write into ${dir}: it resolves to ${d}, outside ${r}`, {
       hint: "a symlink inside the target folder points elsewhere; remove it and rerun",
     });
-  }
+  const inside = (d: string) => d === r || d.startsWith(r + sep);
+  // Check the deepest part that exists before creating anything under it: mkdir -p through a
+  // planted symlink would already create folders outside.
+  let existing = dir;
+  while (!(await exists(existing)) && dirname(existing) !== existing) existing = dirname(existing);
+  const e = await realpath(existing);
+  if (!inside(e)) throw refuse(e);
+  await mkdir(dir, { recursive: true });
+  const d = await realpath(dir);
+  if (!inside(d)) throw refuse(d);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -193,12 +201,37 @@ export function localDirPlacement(paths: LocalDirPaths, commit: string, file: Re
   };
 }
 
-/** The folder that holds a placement's incomplete file, made and checked before writing. */
+/**
+ * The folder that holds a placement's incomplete file, made and checked before writing. A symlink
+ * (or anything but a regular file) planted where the partial file or its state go is removed, so
+ * that opening them never writes through it to a file elsewhere.
+ */
 export async function prepareIncomplete(placement: Placement, root: string): Promise<void> {
   try {
     await checkInside(root, dirname(placement.incomplete));
+    for (const path of [placement.incomplete, placement.state, `${placement.state}.tmp`]) {
+      let st: Awaited<ReturnType<typeof lstat>>;
+      try {
+        st = await lstat(path);
+      } catch {
+        continue;
+      }
+      if (!st.isFile()) await rm(path, { force: true, recursive: st.isDirectory() });
+    }
   } catch (err) {
     throw diskError(err, placement.incomplete);
+  }
+}
+
+/**
+ * Makes `dir` (and its parents) after checking that no planted symlink leads it out of `root`.
+ * For folders written to before a placement's own checks run (the lock folders of --local-dir).
+ */
+export async function ensureInside(root: string, dir: string): Promise<void> {
+  try {
+    await checkInside(root, dir);
+  } catch (err) {
+    throw diskError(err, dir);
   }
 }
 
