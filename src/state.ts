@@ -73,6 +73,8 @@ export class StateWriter {
   #lastWrite = 0;
   #timer: NodeJS.Timeout | undefined;
   #writing: Promise<void> = Promise.resolve();
+  /** A write is queued and has not taken its snapshot yet: it will include any change made now. */
+  #queued = false;
   #closed = false;
 
   constructor(path: string, snapshot: () => ResumeState, minIntervalMs = 1000) {
@@ -98,8 +100,10 @@ export class StateWriter {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    if (this.#closed) return this.#writing;
+    if (this.#closed || this.#queued) return this.#writing;
+    this.#queued = true;
     this.#writing = this.#writing.then(async () => {
+      this.#queued = false;
       this.#lastWrite = Date.now();
       const tmp = `${this.#path}.tmp`;
       try {

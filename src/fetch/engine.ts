@@ -1,4 +1,5 @@
 import { setMaxListeners } from "node:events";
+import { constants } from "node:fs";
 import { type FileHandle, open, statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import { discardIncomplete, type Placement, prepareIncomplete } from "../cache/commit.js";
@@ -319,11 +320,15 @@ export class Engine {
     let saved = await loadState(placement.state, identity);
     let fh: FileHandle;
     try {
-      fh = await open(placement.incomplete, "r+");
+      // O_NOFOLLOW: never write through a symlink planted where the partial file goes.
+      fh = await open(placement.incomplete, constants.O_RDWR | constants.O_NOFOLLOW);
       if ((await fh.stat()).size !== file.size) saved = undefined;
     } catch {
       saved = undefined;
-      fh = await open(placement.incomplete, "w+");
+      fh = await open(
+        placement.incomplete,
+        constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+      );
     }
     if (saved === undefined) {
       await fh.truncate(0);
@@ -389,12 +394,15 @@ export class Engine {
     const file = job.work.file;
     const what = file.path;
     let failures = 0;
+    /** An expired URL is re-resolved at once the first time; a CDN that keeps refusing gets backoff. */
+    let expiredRetried = false;
     const superseded = () => this.#signal.aborted || job.generation !== generation || job.phase === "done";
     for (;;) {
       if (superseded()) return;
       // A server that ignores Range always sends from byte 0: so does every retry of that stream.
       if (job.whole) task.pos = 0;
       const before = task.pos;
+      const usedUrl = job.url;
       try {
         const viaResolve = job.url === undefined;
         const wholeFile = job.whole || (viaResolve && task.pos === 0 && task.end === job.size);
@@ -435,11 +443,22 @@ export class Engine {
           await this.#restart(job, err);
           return;
         }
-        if (err instanceof ExpiredUrlError) job.url = undefined;
+        const expired = err instanceof ExpiredUrlError;
+        if (task.pos - before >= PROGRESS_RESET) {
+          failures = 0;
+          expiredRetried = false;
+        }
+        if (expired) {
+          // Every chunk of the file sees the 403 at once; only the URL they used is dropped.
+          if (job.url === usedUrl) job.url = undefined;
+          if (!expiredRetried) {
+            expiredRetried = true;
+            continue;
+          }
+        }
         const e = isHfgetError(err)
           ? err
           : new HfgetError("NETWORK", `${what}: ${String(err)}`, { cause: err });
-        if (task.pos - before >= PROGRESS_RESET) failures = 0;
         failures++;
         if (!e.retryable || failures > this.#ctx.retry.retries) {
           job.running.delete(task);
@@ -458,7 +477,8 @@ export class Engine {
         }
         // A 429 tells us to wait; anything else failing on many connections at once means the
         // server is down, and waiting on each of them would only delay the inevitable.
-        const capped = e.code !== "RATE_LIMITED";
+        // An expired URL is not a dead server either: every connection sees it at the same moment.
+        const capped = e.code !== "RATE_LIMITED" && !expired;
         const cap = Math.max(2, Math.ceil(this.#ctx.options.connections / 2));
         if (capped && this.#retrying >= cap) {
           job.running.delete(task);
@@ -488,7 +508,8 @@ export class Engine {
       }
     }
     job.running.delete(task);
-    job.state?.touch();
+    // A finished chunk is saved now, not within the second: kill -9 loses only chunks in flight.
+    void job.state?.flush();
     if (first) {
       job.phase = "fetching";
       this.#notify();
