@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -247,7 +247,9 @@ export function resumeStateProblems(incomplete: string, statePath: string, conte
   try {
     data = readFileSync(incomplete);
   } catch {
-    return state.done.length > 0 ? [`state lists ${JSON.stringify(state.done)} but there is no .incomplete`] : [];
+    return state.done.length > 0
+      ? [`state lists ${JSON.stringify(state.done)} but there is no .incomplete`]
+      : [];
   }
   const problems: string[] = [];
   for (const [a, b] of state.done) {
@@ -290,4 +292,37 @@ export function peakRssKiB(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A throwaway self-signed certificate for localhost / 127.0.0.1, or undefined without openssl. */
+export function selfSignedCert(): { key: Buffer; cert: Buffer; certPath: string } | undefined {
+  const dir = tempDir("hfget-cert-");
+  const keyPath = join(dir, "key.pem");
+  const certPath = join(dir, "cert.pem");
+  try {
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-days",
+        "1",
+        "-keyout",
+        keyPath,
+        "-out",
+        certPath,
+      ],
+      { stdio: "ignore" },
+    );
+  } catch {
+    return undefined;
+  }
+  return { key: readFileSync(keyPath), cert: readFileSync(certPath), certPath };
 }
