@@ -77,7 +77,11 @@ export class StateWriter {
   #queued = false;
   #closed = false;
 
-  constructor(path: string, snapshot: () => ResumeState, minIntervalMs = 1000) {
+  /**
+   * 100 ms between writes: at 160 MB/s (16 connections of 10 MB/s) kill -9 then loses at most
+   * ~16 MB of partial chunks, 1.5% of a 1 GiB file; each write is one small JSON file and a rename.
+   */
+  constructor(path: string, snapshot: () => ResumeState, minIntervalMs = 100) {
     this.#path = path;
     this.#snapshot = snapshot;
     this.#minIntervalMs = minIntervalMs;

@@ -33,6 +33,8 @@ export interface ChunkRequest {
   readonly filePath: string;
   /** The ETag earlier answers for this file carried; a different one means the content changed. */
   readonly expectEtag: string | undefined;
+  /** Called once the answer's status and range are checked, before its body is read. */
+  readonly onResponse?: (url: string, etag: string | undefined) => void;
   /** Called after each write reached the file, with the bytes written at `offset`. */
   readonly onWritten: (offset: number, buf: Buffer) => void;
 }
@@ -180,6 +182,7 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
     res.body.destroy();
     throw new ContentChangedError(req.what);
   }
+  req.onResponse?.(res.url, etag);
   try {
     for await (const data of res.body) {
       const buf = data as Buffer;

@@ -184,7 +184,7 @@ export class Engine {
     for (const job of this.#active) {
       if (job.phase === "fetching" && !job.whole && job.pending.length > 0) {
         const task = job.pending.shift()!;
-        return { run: () => this.#runChunk(job, task, false) };
+        return { run: () => this.#runChunk(job, task) };
       }
     }
     const now = Date.now();
@@ -198,7 +198,7 @@ export class Engine {
       }
     }
     const steal = this.#stealable();
-    if (steal) return { run: () => this.#runChunk(steal.job, steal.task, false) };
+    if (steal) return { run: () => this.#runChunk(steal.job, steal.task) };
     if (this.#queue.length === 0 && this.#active.length === 0) return "exit";
     return "wait";
   }
@@ -245,6 +245,19 @@ export class Engine {
     job.fh = undefined;
     await job.release?.();
     job.release = undefined;
+  }
+
+  /** Waits for one of the retry slots; false when the chunk was superseded meanwhile. */
+  async #acquireRetrySlot(superseded: () => boolean): Promise<boolean> {
+    const cap = Math.max(2, Math.ceil(this.#ctx.options.connections / 2));
+    for (;;) {
+      if (superseded()) return false;
+      if (this.#retrying < cap) {
+        this.#retrying++;
+        return true;
+      }
+      await this.#changed(100);
+    }
   }
 
   #runFatal(err: HfgetError): void {
@@ -385,10 +398,10 @@ export class Engine {
     job.pending = pieces;
     job.phase = "probing";
     // The first request resolves the redirect; the rest of the file waits for its answer.
-    await this.#runChunk(job, first, true);
+    await this.#runChunk(job, first);
   }
 
-  async #runChunk(job: Job, task: ChunkTask, first: boolean): Promise<void> {
+  async #runChunk(job: Job, task: ChunkTask): Promise<void> {
     const generation = job.generation;
     job.running.add(task);
     const file = job.work.file;
@@ -418,6 +431,20 @@ export class Engine {
           what,
           filePath: job.work.placement.incomplete,
           expectEtag: job.etag,
+          // The first answer tells where the bytes are: the other connections can start now,
+          // not when this whole chunk is done.
+          onResponse: (url, etag) => {
+            if (job.generation !== generation || job.whole) return;
+            if (job.url === undefined) job.url = url;
+            if (job.etag === undefined && etag !== undefined) {
+              job.etag = etag;
+              void job.state?.flush();
+            }
+            if (job.phase === "probing") {
+              job.phase = "fetching";
+              this.#notify();
+            }
+          },
           onWritten: (offset, buf) => {
             if (job.generation !== generation) return;
             job.written.add(offset, offset + buf.length);
@@ -430,11 +457,6 @@ export class Engine {
         if (outcome.kind === "range-ignored") {
           await this.#switchToWhole(job);
           return;
-        }
-        if (job.url === undefined) job.url = outcome.url;
-        if (job.etag === undefined && outcome.etag !== undefined) {
-          job.etag = outcome.etag;
-          void job.state?.flush();
         }
         break;
       } catch (err) {
@@ -475,45 +497,28 @@ export class Engine {
           }
           return;
         }
-        // A 429 tells us to wait; anything else failing on many connections at once means the
-        // server is down, and waiting on each of them would only delay the inevitable.
-        // An expired URL is not a dead server either: every connection sees it at the same moment.
+        // At most `cap` chunks wait out a backoff at once (429s and expired URLs aside: every
+        // connection sees those together); the others queue for a slot without spending attempts.
+        // A dead server so fails within one chunk's retry budget and is not hammered meanwhile.
         const capped = e.code !== "RATE_LIMITED" && !expired;
-        const cap = Math.max(2, Math.ceil(this.#ctx.options.connections / 2));
-        if (capped && this.#retrying >= cap) {
-          job.running.delete(task);
-          await this.#failJob(
-            job,
-            new HfgetError(
-              e.code,
-              `${e.message} (and ${this.#retrying} other requests are failing at once; giving up)`,
-              {
-                hint: e.hint ?? "the server seems down; rerun later to resume",
-                cause: e,
-              },
-            ),
-          );
-          return;
-        }
+        if (capped && !(await this.#acquireRetrySlot(superseded))) return;
         const delayMs = retryDelay(failures - 1, this.#ctx.retry, e.retryAfterMs, this.#ctx.random);
         this.#ctx.emit({ type: "retry", path: what, attempt: failures, delayMs, reason: e.message });
-        if (capped) this.#retrying++;
         try {
           await this.#ctx.sleep(delayMs, job.controller.signal);
         } catch {
           return;
         } finally {
-          if (capped) this.#retrying--;
+          if (capped) {
+            this.#retrying--;
+            this.#notify();
+          }
         }
       }
     }
     job.running.delete(task);
     // A finished chunk is saved now, not within the second: kill -9 loses only chunks in flight.
     void job.state?.flush();
-    if (first) {
-      job.phase = "fetching";
-      this.#notify();
-    }
     if (job.complete && job.phase === "fetching") {
       job.phase = "finishing";
       await this.#finish(job);
@@ -529,7 +534,7 @@ export class Engine {
     job.written = new RangeSet();
     job.pump = new HashPump(job.fh!, job.size, expectedHash(job.work.file), job.written);
     job.phase = "fetching";
-    await this.#runChunk(job, { start: 0, pos: 0, end: job.size }, false);
+    await this.#runChunk(job, { start: 0, pos: 0, end: job.size });
   }
 
   /** Throws the bytes away and fetches the file again, once; a second failure fails the file. */
