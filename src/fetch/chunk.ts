@@ -7,9 +7,40 @@ import { parseContentRange, rangeHeader } from "./content-range.js";
 /** A byte range of one file being fetched by one worker. `end` may shrink when another worker steals the tail. */
 export interface ChunkTask {
   start: number;
-  /** Next byte to write. */
+  /** Next byte to write: everything before it is on disk. */
   pos: number;
+  /** Next byte to receive: bytes in [pos, received) are buffered, about to be written. */
+  received: number;
   end: number;
+}
+
+export function chunkTask(start: number, end: number): ChunkTask {
+  return { start, pos: start, received: start, end };
+}
+
+/**
+ * Body pieces are gathered into blocks of this size before one positional write: a 64 KiB write
+ * per socket read cost ~20 µs of main-thread time each (0.7 s per 2 GiB). 512 KiB keeps most of
+ * that saving; 1 MiB saved no more and pushed peak RSS near 150 MB with 16 connections.
+ */
+export const WRITE_BLOCK = 512 * 1024;
+
+/**
+ * A block is also written when it has waited this long, so that on a slow link bytes reach the disk
+ * (and the resume state) steadily instead of once per block: kill -9 then loses little either way.
+ */
+export const WRITE_MAX_DELAY_MS = 50;
+
+/** Blocks are reused across requests: a fresh block per chunk request is garbage the GC is slow to return. */
+const freeBlocks: Buffer[] = [];
+const MAX_FREE_BLOCKS = 64;
+
+function takeBlock(): Buffer {
+  return freeBlocks.pop() ?? Buffer.allocUnsafe(WRITE_BLOCK);
+}
+
+function giveBlock(b: Buffer): void {
+  if (freeBlocks.length < MAX_FREE_BLOCKS) freeBlocks.push(b);
 }
 
 export type ChunkOutcome =
@@ -183,23 +214,48 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
     throw new ContentChangedError(req.what);
   }
   req.onResponse?.(res.url, etag);
+  task.received = task.pos;
+  const block = takeBlock();
+  let fill = 0;
+  let lastWrite = Date.now();
+  /** Writes the gathered block at task.pos; the block is free again afterwards. */
+  const flush = async () => {
+    if (fill === 0) return;
+    const bytes = block.subarray(0, fill);
+    await writeAll(req.fh, bytes, task.pos, req.filePath, req.size);
+    const at = task.pos;
+    task.pos += fill;
+    fill = 0;
+    lastWrite = Date.now();
+    req.onWritten(at, bytes);
+  };
   try {
     for await (const data of res.body) {
-      const buf = data as Buffer;
+      let buf = data as Buffer;
       // Never past task.end: it is the asked-for end, the file's size, or where a thief took over.
-      const room = task.end - task.pos;
-      const part = buf.length > room ? buf.subarray(0, room) : buf;
-      if (part.length > 0) {
-        await writeAll(req.fh, part, task.pos, req.filePath, req.size);
-        task.pos += part.length;
-        req.onWritten(task.pos - part.length, part);
+      const room = task.end - task.received;
+      if (buf.length > room) buf = buf.subarray(0, room);
+      while (buf.length > 0) {
+        const n = Math.min(buf.length, block.length - fill);
+        buf.copy(block, fill, 0, n);
+        fill += n;
+        task.received += n;
+        buf = buf.subarray(n);
+        if (fill === block.length) await flush();
       }
-      if (task.pos >= task.end) break;
+      if (fill > 0 && Date.now() - lastWrite >= WRITE_MAX_DELAY_MS) await flush();
+      if (task.received >= task.end) break;
     }
+    await flush();
   } catch (err) {
     res.body.destroy();
+    // Keep what arrived: the retry then starts after it.
+    if (!(err instanceof HfgetError && err.code === "DISK")) await flush().catch(() => undefined);
+    task.received = task.pos;
     if (err instanceof HfgetError) throw err;
     throw req.http.networkError(err, new URL(res.url), req.signal);
+  } finally {
+    giveBlock(block);
   }
   if (task.pos < task.end) {
     res.body.destroy();

@@ -11,7 +11,7 @@ import type { HttpClient } from "../hub/http.js";
 import { expectedHash, type RepoFile } from "../hub/types.js";
 import { loadState, removeState, StateWriter } from "../state.js";
 import { HashPump } from "../verify.js";
-import { type ChunkTask, ContentChangedError, ExpiredUrlError, fetchChunk } from "./chunk.js";
+import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
 import { RangeSet, splitRanges } from "./range-set.js";
 import { type RetryPolicy, retryDelay, type Sleep } from "./retry.js";
 
@@ -209,7 +209,7 @@ export class Engine {
     for (const job of this.#active) {
       if (job.phase !== "fetching" || job.whole || job.url === undefined) continue;
       for (const t of job.running) {
-        const left = t.end - t.pos;
+        const left = t.end - t.received;
         if (left >= bestLeft) {
           bestLeft = left;
           best = { job, victim: t };
@@ -218,10 +218,10 @@ export class Engine {
     }
     if (!best) return undefined;
     const { victim } = best;
-    // The victim may have one body chunk (<= 64 KiB) being written past its pos; mid is at least
-    // STEAL_MIN beyond pos, so that write never lands in the thief's half.
-    const mid = victim.pos + Math.floor((victim.end - victim.pos) / 2);
-    const task: ChunkTask = { start: mid, pos: mid, end: victim.end };
+    // Split at what the victim has received (buffered or written): it never takes a byte past its
+    // new end, so the halves never overlap.
+    const mid = victim.received + Math.floor((victim.end - victim.received) / 2);
+    const task = chunkTask(mid, victim.end);
     victim.end = mid;
     return { job: best.job, task };
   }
@@ -389,11 +389,7 @@ export class Engine {
       await this.#finish(job);
       return;
     }
-    const pieces = splitRanges(gaps, this.#ctx.options.chunkSize).map(([s, e]) => ({
-      start: s,
-      pos: s,
-      end: e,
-    }));
+    const pieces = splitRanges(gaps, this.#ctx.options.chunkSize).map(([s, e]) => chunkTask(s, e));
     const first = pieces.shift()!;
     job.pending = pieces;
     job.phase = "probing";
@@ -413,7 +409,10 @@ export class Engine {
     for (;;) {
       if (superseded()) return;
       // A server that ignores Range always sends from byte 0: so does every retry of that stream.
-      if (job.whole) task.pos = 0;
+      if (job.whole) {
+        task.pos = 0;
+        task.received = 0;
+      }
       const before = task.pos;
       const usedUrl = job.url;
       try {
@@ -534,7 +533,7 @@ export class Engine {
     job.written = new RangeSet();
     job.pump = new HashPump(job.fh!, job.size, expectedHash(job.work.file), job.written);
     job.phase = "fetching";
-    await this.#runChunk(job, { start: 0, pos: 0, end: job.size });
+    await this.#runChunk(job, chunkTask(0, job.size));
   }
 
   /** Throws the bytes away and fetches the file again, once; a second failure fails the file. */
