@@ -1,4 +1,6 @@
-import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { readFile, rename, rm } from "node:fs/promises";
+import { openNoFollow } from "./cache/commit.js";
 import type { ByteRange } from "./fetch/range-set.js";
 
 /**
@@ -111,7 +113,12 @@ export class StateWriter {
       this.#lastWrite = Date.now();
       const tmp = `${this.#path}.tmp`;
       try {
-        await writeFile(tmp, JSON.stringify(this.#snapshot()));
+        const fh = await openNoFollow(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC);
+        try {
+          await fh.writeFile(JSON.stringify(this.#snapshot()));
+        } finally {
+          await fh.close();
+        }
         await rename(tmp, this.#path);
       } catch {
         // Losing one state write costs at most a re-fetch of what it would have recorded.

@@ -1,8 +1,11 @@
 import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
 import {
   copyFile,
+  type FileHandle,
   lstat,
   mkdir,
+  open,
   readFile,
   readlink,
   realpath,
@@ -12,7 +15,7 @@ import {
   symlink,
   writeFile,
 } from "node:fs/promises";
-import { dirname, relative, sep } from "node:path";
+import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
 import { fileMatches } from "../verify.js";
@@ -27,6 +30,8 @@ export interface Placement {
   readonly location: string;
   /** Already there and trustworthy (makes the snapshot link if only that is missing). */
   isPresent(): Promise<boolean>;
+  /** Makes the folder of the `.incomplete` file, checked against planted symlinks. */
+  prepare(): Promise<void>;
   /** Moves the verified `.incomplete` into place. */
   commit(): Promise<void>;
 }
@@ -52,6 +57,25 @@ async function checkInside(root: string, dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   const d = await realpath(dir);
   if (!inside(d)) throw refuse(d);
+}
+
+/**
+ * The folders of one target (a repo's cache folder or a local dir) already made and checked in this
+ * run: thousands of small files share a few folders, and each check costs several syscalls.
+ */
+export class SafeDirs {
+  readonly #checked = new Map<string, Promise<void>>();
+  constructor(readonly root: string) {}
+
+  ensure(dir: string): Promise<void> {
+    let p = this.#checked.get(dir);
+    if (p === undefined) {
+      p = checkInside(this.root, dir);
+      this.#checked.set(dir, p);
+      p.catch(() => this.#checked.delete(dir));
+    }
+    return p;
+  }
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -93,17 +117,19 @@ function diskError(err: unknown, path: string): HfgetError {
   });
 }
 
-export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile): Placement {
+export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile, dirs: SafeDirs): Placement {
   const id = blobId(file);
   const blob = paths.blob(id);
   const link = paths.snapshotFile(commit, file.path);
   const target = blobLinkTarget(file.path, id);
   const ensureLink = async () => {
-    await checkInside(paths.repoDir, dirname(link));
+    await dirs.ensure(dirname(link));
     await placeLink(link, target, blob);
   };
+  const incomplete = paths.incomplete(id);
   return {
-    incomplete: paths.incomplete(id),
+    incomplete,
+    prepare: () => guard(dirs.ensure(dirname(incomplete)), incomplete),
     state: paths.state(id),
     lock: paths.lock(id),
     location: link,
@@ -123,8 +149,7 @@ export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile
     },
     async commit() {
       try {
-        await mkdir(dirname(blob), { recursive: true });
-        await rename(paths.incomplete(id), blob);
+        await rename(incomplete, blob);
         await ensureLink();
       } catch (err) {
         throw diskError(err, link);
@@ -151,18 +176,25 @@ async function readMetadata(path: string): Promise<LocalMetadata | undefined> {
   }
 }
 
-export function localDirPlacement(paths: LocalDirPaths, commit: string, file: RepoFile): Placement {
+export function localDirPlacement(
+  paths: LocalDirPaths,
+  commit: string,
+  file: RepoFile,
+  dirs: SafeDirs,
+): Placement {
   const dest = paths.file(file.path);
   const metadata = paths.metadata(file.path);
   const expected = expectedHash(file);
   const writeMetadata = async () => {
-    await checkInside(paths.root, dirname(metadata));
+    await dirs.ensure(dirname(metadata));
     const tmp = tmpName(metadata);
     await writeFile(tmp, `${commit}\n${expected.hex}\n${Date.now() / 1000}\n`);
     await rename(tmp, metadata);
   };
+  const incomplete = paths.incomplete(file.path);
   return {
-    incomplete: paths.incomplete(file.path),
+    incomplete,
+    prepare: () => guard(dirs.ensure(dirname(incomplete)), incomplete),
     state: paths.state(file.path),
     lock: paths.lock(file.path),
     location: dest,
@@ -186,13 +218,10 @@ export function localDirPlacement(paths: LocalDirPaths, commit: string, file: Re
     },
     async commit() {
       try {
-        await checkInside(paths.root, dirname(dest));
-        // rename replaces a planted symlink at `dest` itself instead of writing through it.
-        if (await exists(dest)) {
-          const st = await lstat(dest);
-          if (st.isDirectory()) throw new HfgetError("DISK", `cannot write ${dest}: a folder is in the way`);
-        }
-        await rename(paths.incomplete(file.path), dest);
+        await dirs.ensure(dirname(dest));
+        // rename replaces a planted symlink at `dest` itself instead of writing through it, and
+        // fails (EISDIR) where a folder is in the way.
+        await rename(incomplete, dest);
         await writeMetadata();
       } catch (err) {
         throw diskError(err, dest);
@@ -201,37 +230,27 @@ export function localDirPlacement(paths: LocalDirPaths, commit: string, file: Re
   };
 }
 
-/**
- * The folder that holds a placement's incomplete file, made and checked before writing. A symlink
- * (or anything but a regular file) planted where the partial file or its state go is removed, so
- * that opening them never writes through it to a file elsewhere.
- */
-export async function prepareIncomplete(placement: Placement, root: string): Promise<void> {
+/** Turns a failed folder check into a DISK error naming the path. */
+async function guard(check: Promise<void>, path: string): Promise<void> {
   try {
-    await checkInside(root, dirname(placement.incomplete));
-    for (const path of [placement.incomplete, placement.state, `${placement.state}.tmp`]) {
-      let st: Awaited<ReturnType<typeof lstat>>;
-      try {
-        st = await lstat(path);
-      } catch {
-        continue;
-      }
-      if (!st.isFile()) await rm(path, { force: true, recursive: st.isDirectory() });
-    }
+    await check;
   } catch (err) {
-    throw diskError(err, placement.incomplete);
+    throw diskError(err, path);
   }
 }
 
 /**
- * Makes `dir` (and its parents) after checking that no planted symlink leads it out of `root`.
- * For folders written to before a placement's own checks run (the lock folders of --local-dir).
+ * Opens a file for writing without following a symlink at its name: one planted there (or a
+ * folder) is removed, never written through.
  */
-export async function ensureInside(root: string, dir: string): Promise<void> {
+export async function openNoFollow(path: string, flags: number): Promise<FileHandle> {
   try {
-    await checkInside(root, dir);
+    return await open(path, flags | constants.O_NOFOLLOW);
   } catch (err) {
-    throw diskError(err, dir);
+    const code = (err as { code?: string }).code;
+    if (code !== "ELOOP" && code !== "EISDIR") throw err;
+    await rm(path, { recursive: true, force: true });
+    return open(path, flags | constants.O_NOFOLLOW);
   }
 }
 
@@ -239,8 +258,4 @@ export async function ensureInside(root: string, dir: string): Promise<void> {
 export async function discardIncomplete(placement: Placement): Promise<void> {
   await rm(placement.incomplete, { force: true });
   await rm(placement.state, { force: true });
-}
-
-export function relativeTo(root: string, path: string): string {
-  return relative(root, path);
 }

@@ -19,6 +19,10 @@ interface Owner {
   pid: number;
 }
 
+const HOST = hostname();
+/** Lock folders made by this process: one mkdir -p per folder, not per file. */
+const madeDirs = new Set<string>();
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -33,10 +37,7 @@ async function holderIsGone(lockPath: string): Promise<boolean> {
   try {
     const owner = JSON.parse(await readFile(`${lockPath}.owner`, "utf8")) as Partial<Owner>;
     return (
-      owner.host === hostname() &&
-      typeof owner.pid === "number" &&
-      owner.pid !== process.pid &&
-      !isAlive(owner.pid)
+      owner.host === HOST && typeof owner.pid === "number" && owner.pid !== process.pid && !isAlive(owner.pid)
     );
   } catch {
     return false; // no owner file: leave it to staleness
@@ -55,7 +56,7 @@ async function lockOnce(lockPath: string): Promise<Release | undefined> {
       // into the cache is an atomic rename of verified bytes, so the worst case is work done twice.
       onCompromised: () => undefined,
     });
-    const owner: Owner = { host: hostname(), pid: process.pid };
+    const owner: Owner = { host: HOST, pid: process.pid };
     await writeFile(`${lockPath}.owner`, JSON.stringify(owner)).catch(() => undefined);
     return async () => {
       await rm(`${lockPath}.owner`, { force: true }).catch(() => undefined);
@@ -69,7 +70,11 @@ async function lockOnce(lockPath: string): Promise<Release | undefined> {
 
 /** The release function, or undefined when another live process holds the lock. */
 export async function tryLock(lockPath: string): Promise<Release | undefined> {
-  await mkdir(dirname(lockPath), { recursive: true });
+  const dir = dirname(lockPath);
+  if (!madeDirs.has(dir)) {
+    await mkdir(dir, { recursive: true });
+    madeDirs.add(dir);
+  }
   const release = await lockOnce(lockPath);
   if (release !== undefined) return release;
   if (!(await holderIsGone(lockPath))) return undefined;
