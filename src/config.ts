@@ -12,15 +12,17 @@ export const DEFAULT_ENDPOINT = "https://huggingface.co";
 
 /**
  * Engine defaults, tuned for a real CDN that caps each connection (see README "Defaults"):
- * - 16 connections: what aria2c -x16 and hfd use; enough to fill a 1 Gbit/s link at ~10 MB/s each.
- * - 16 files in flight: small files are latency-bound, so one per connection hides round trips;
- *   workers still prefer chunks of files already in flight, so big files are not spread thin.
+ * - 32 connections: a CDN capping each connection at ~10 MB/s needs 32 to fill 2.5 Gbit/s, and
+ *   aria2c's 16 leave a fast link half idle; hf_transfer, as huggingface_hub drives it, opens more.
+ * - 32 files in flight: small files are latency-bound (one request each), so one per connection
+ *   hides round trips; workers still prefer chunks of files already in flight, so big files are
+ *   not spread thin.
  * - 16 MiB chunks: large enough that per-request latency is <2% of a chunk at 10 MB/s, small
  *   enough that a lost chunk costs little; the tail of a file is split further when connections idle.
  */
 export const DEFAULTS = {
-  connections: 16,
-  maxFiles: 16,
+  connections: 32,
+  maxFiles: 32,
   chunkSize: 16 * 1024 * 1024,
   retries: 6,
   timeoutSeconds: 30,

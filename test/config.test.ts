@@ -120,7 +120,8 @@ describe("buildConfig", () => {
     assert.equal(c.revision, "main");
     assert.equal(c.endpoint, "https://huggingface.co");
     assert.equal(c.cacheDir, "/h/hub");
-    assert.equal(c.connections, 16);
+    assert.equal(c.connections, 32);
+    assert.equal(c.maxFiles, 32);
     assert.ok(Object.isFrozen(c));
     usage(() => buildConfig({ repoId: "org/name", connections: "0" }, {}));
     usage(() => buildConfig({ repoId: "org/name", connections: "x" }, {}));
