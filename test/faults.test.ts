@@ -4,7 +4,6 @@ import { execFileSync } from "node:child_process";
 import { existsSync, lstatSync, readFileSync, statSync } from "node:fs";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import { createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import {
@@ -751,18 +750,17 @@ describe("faults: dead endpoints", () => {
   const repoId = "org/model";
 
   it("connection refused: exit 6, a clear error, bounded time", { timeout: 30_000 }, async () => {
-    const server = createNetServer();
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const port = (server.address() as AddressInfo).port;
-    await new Promise<void>((r) => server.close(() => r()));
+    // Every test server listens on 127.0.0.1, so nothing can take this port on 127.0.0.2 meanwhile
+    // (closing a listener to free a port on 127.0.0.1 races with tests running in parallel).
+    const port = 45_678;
     const { value: r, ms } = await timed(() =>
-      runCli([repoId, "--mirror", `http://127.0.0.1:${port}`, "--cache-dir", tempDir(), "--retries", "2"], {
+      runCli([repoId, "--mirror", `http://127.0.0.2:${port}`, "--cache-dir", tempDir(), "--retries", "2"], {
         timeoutMs: 29_000,
       }),
     );
     assert.equal(r.code, EXIT.NETWORK, show(r));
     assert.match(r.stderr, /ECONNREFUSED/);
-    assert.ok(r.stderr.includes(`127.0.0.1:${port}`), show(r));
+    assert.ok(r.stderr.includes(`127.0.0.2:${port}`), show(r));
     assert.ok(ms < 30_000, `${ms} ms`);
   });
 

@@ -81,7 +81,8 @@ function smallRepo(id: string, opts: { gated?: boolean } = {}): { repo: FakeRepo
   const files = [
     fileFromBuffer("config.json", Buffer.from('{"model_type":"sec"}\n')),
     fileFromBuffer("sub/file.txt", Buffer.from("inside\n")),
-    fileFromBuffer("model.safetensors", randomBytesSeeded(71, 600_000), { lfs: true }),
+    // Over 1 MiB, so an interrupted download of it keeps resume state (smaller files do not).
+    fileFromBuffer("model.safetensors", randomBytesSeeded(71, 1_500_000), { lfs: true }),
   ];
   return { repo: makeRepo(id, files, opts.gated === true ? { gated: true } : {}), files };
 }
