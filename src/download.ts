@@ -1,6 +1,6 @@
 import { access, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { cachePlacement, ensureInside, localDirPlacement, type Placement } from "./cache/commit.js";
+import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
 import { cachePaths, localDirPaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import { HfgetError } from "./errors.js";
@@ -121,14 +121,14 @@ export async function download(
   const local = config.localDir === undefined ? undefined : localDirPaths(config.localDir);
   const root = local ? local.root : cache.repoDir;
   const outPath = local ? local.root : cache.snapshotDir(commit);
+  const dirs = new SafeDirs(root);
   const placementOf = (f: RepoFile): Placement =>
-    local ? localDirPlacement(local, commit, f) : cachePlacement(cache, commit, f);
+    local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs);
 
   const works: FileWork[] = files.map((file) => ({
     file,
     resolveUrl: hub.resolveUrl(config.repo, commit, file.path),
     placement: placementOf(file),
-    root,
     force: config.force,
   }));
   const bytesTotal = files.reduce((n, f) => n + f.size, 0);
@@ -160,7 +160,7 @@ export async function download(
   if (local) {
     // The engine takes each file's lock (a folder under .cache/huggingface/download) before the
     // placement checks its folders: check those first, so a planted symlink cannot lead it outside.
-    for (const dir of new Set(works.map((w) => dirname(w.placement.lock)))) await ensureInside(root, dir);
+    for (const dir of new Set(works.map((w) => dirname(w.placement.lock)))) await dirs.ensure(dir);
   }
   let bytesDownloaded = 0;
   const engine = new Engine(
