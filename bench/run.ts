@@ -1,0 +1,206 @@
+// Entry point: `npm run bench -- <scenario...|all> [options]` (node dist/bench/run.js).
+import { writeFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import type { ThrottleMode } from "./nginx.js";
+import { cleanupAll, installSignalHandlers } from "./procs.js";
+import { consoleReport, consoleTargets, jsonReport, markdownReport, type ReportMeta } from "./report.js";
+import { runScenario, SCENARIO_NAMES, type ScenarioName, type ScenarioResult } from "./scenarios.js";
+import { ensureTools, gitRevision, machineInfo } from "./setup.js";
+import { ALL_TOOLS, type HfgetTarget, hfgetProblem, type ToolName } from "./tools.js";
+import { errorMessage, log, sampleLoad } from "./util.js";
+
+const USAGE = `usage: npm run bench -- <scenario...|all> [options]
+
+scenarios: ${SCENARIO_NAMES.join(", ")}, or all
+
+options:
+  --rounds N            rounds per tool (default 3; tools alternate within a round)
+  --smoke               small sizes (32 MiB files, 200 small files), 1 round: checks the harness in CI
+  --json FILE           write every run and summary as JSON
+  --markdown FILE       write the results as markdown (BENCHMARKS.md); "-" for stdout
+  --tools LIST          comma-separated subset of ${ALL_TOOLS.join(",")} (default: all)
+  --hfget-target MODE   local-dir (default) or cache-dir: how hfget is told where to download
+  --throttle MODE       connection (default: nginx stream proxy_download_rate, a cap per connection) or
+                        request (nginx http limit_rate, which gives every request a ~1 s burst)
+  --nginx-workers N     nginx worker processes (default 1, leaving the other core to the tool)
+  --require-hfget       fail when hfget cannot start (default: its rows are marked pending)
+  --fail-on-target      exit 1 when a measured target is missed
+  --keep-output         keep the last output directory of each tool under bench/work/out
+  -h, --help            this text
+`;
+
+interface Cli {
+  scenarios: ScenarioName[];
+  rounds: number;
+  smoke: boolean;
+  json: string | undefined;
+  markdown: string | undefined;
+  tools: ToolName[];
+  hfgetTarget: HfgetTarget;
+  throttle: ThrottleMode;
+  nginxWorkers: number;
+  requireHfget: boolean;
+  failOnTarget: boolean;
+  keepOutput: boolean;
+}
+
+class UsageError extends Error {}
+
+function parseCli(argv: string[]): Cli | undefined {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      rounds: { type: "string" },
+      smoke: { type: "boolean", default: false },
+      json: { type: "string" },
+      markdown: { type: "string" },
+      tools: { type: "string" },
+      "hfget-target": { type: "string" },
+      throttle: { type: "string" },
+      "nginx-workers": { type: "string" },
+      "require-hfget": { type: "boolean", default: false },
+      "fail-on-target": { type: "boolean", default: false },
+      "keep-output": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help === true) return undefined;
+  if (positionals.length === 0) throw new UsageError("name a scenario, or all");
+  const scenarios: ScenarioName[] = [];
+  for (const p of positionals) {
+    if (p === "all") {
+      scenarios.push(...SCENARIO_NAMES);
+    } else if ((SCENARIO_NAMES as readonly string[]).includes(p)) {
+      scenarios.push(p as ScenarioName);
+    } else {
+      throw new UsageError(`unknown scenario ${JSON.stringify(p)}`);
+    }
+  }
+  const rounds = values.rounds === undefined ? 3 : Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 100)
+    throw new UsageError("--rounds must be 1..100");
+  const tools = (values.tools ?? ALL_TOOLS.join(",")).split(",").map((t) => t.trim());
+  for (const t of tools) {
+    if (!(ALL_TOOLS as readonly string[]).includes(t))
+      throw new UsageError(`unknown tool ${JSON.stringify(t)}`);
+  }
+  const target = values["hfget-target"] ?? "local-dir";
+  if (target !== "local-dir" && target !== "cache-dir")
+    throw new UsageError("--hfget-target: local-dir or cache-dir");
+  const throttle = values.throttle ?? "connection";
+  if (throttle !== "connection" && throttle !== "request")
+    throw new UsageError("--throttle: connection or request");
+  const nginxWorkers = Number(values["nginx-workers"] ?? "1");
+  if (!Number.isInteger(nginxWorkers) || nginxWorkers < 1 || nginxWorkers > 64) {
+    throw new UsageError("--nginx-workers must be 1..64");
+  }
+  // Keep the order of SCENARIO_NAMES (memory reuses big-loopback when both run) and drop repeats.
+  const wanted = SCENARIO_NAMES.filter((s) => scenarios.includes(s));
+  return {
+    scenarios: wanted,
+    rounds,
+    smoke: values.smoke === true,
+    json: values.json,
+    markdown: values.markdown,
+    tools: tools as ToolName[],
+    hfgetTarget: target,
+    throttle,
+    nginxWorkers,
+    requireHfget: values["require-hfget"] === true,
+    failOnTarget: values["fail-on-target"] === true,
+    keepOutput: values["keep-output"] === true,
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  let cli: Cli | undefined;
+  try {
+    cli = parseCli(argv);
+  } catch (err) {
+    process.stderr.write(`bench: ${errorMessage(err)}\n\n${USAGE}`);
+    return 2;
+  }
+  if (cli === undefined) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  installSignalHandlers();
+  ensureTools();
+  const machine = machineInfo();
+  const problem = cli.tools.includes("hfget") ? hfgetProblem() : undefined;
+  if (problem !== undefined) {
+    if (cli.requireHfget) {
+      log(`hfget cannot run: ${problem}`);
+      return 1;
+    }
+    log(`WARNING: hfget cannot run yet, its rows are marked pending: ${problem}`);
+  }
+  const meta: ReportMeta = {
+    date: new Date().toISOString(),
+    command: `npm run bench -- ${argv.join(" ")}`,
+    revision: gitRevision(),
+    machine,
+    smoke: cli.smoke,
+    rounds: cli.smoke ? 1 : cli.rounds,
+    hfgetProblem: problem,
+    maxLoadAvg1: sampleLoad(),
+  };
+  const results: ScenarioResult[] = [];
+  const done = new Map<ScenarioName, ScenarioResult>();
+  const t0 = performance.now();
+  try {
+    for (const name of cli.scenarios) {
+      const r = await runScenario(
+        name,
+        {
+          rounds: cli.rounds,
+          smoke: cli.smoke,
+          tools: cli.tools,
+          hfgetTarget: cli.hfgetTarget,
+          throttle: cli.throttle,
+          nginxWorkers: cli.nginxWorkers,
+          hfgetProblem: problem,
+          keepOutput: cli.keepOutput,
+        },
+        done,
+      );
+      results.push(r);
+      done.set(name, r);
+    }
+  } finally {
+    await cleanupAll();
+  }
+  meta.maxLoadAvg1 = sampleLoad();
+  process.stdout.write(consoleReport(results));
+  process.stdout.write(consoleTargets(results));
+  if (cli.json !== undefined) await writeFile(resolve(cli.json), jsonReport(results, meta));
+  if (cli.markdown === "-") process.stdout.write(markdownReport(results, meta));
+  else if (cli.markdown !== undefined) await writeFile(resolve(cli.markdown), markdownReport(results, meta));
+
+  const failures = results.flatMap((r) => r.failures);
+  const missed = results.filter((r) => r.target.holds === false).map((r) => r.name);
+  log(`finished in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  if (failures.length > 0) {
+    process.stderr.write(`\nBENCH FAILED: ${failures.length} run(s) failed or produced wrong output:\n`);
+    for (const f of failures) process.stderr.write(`  - ${f}\n`);
+    return 1;
+  }
+  if (cli.failOnTarget && missed.length > 0) {
+    process.stderr.write(`\nBENCH: target missed in ${missed.join(", ")}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  async (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    await cleanupAll();
+    process.exitCode = 1;
+  },
+);
