@@ -5,17 +5,8 @@ export type FileStatus = "downloaded" | "cached" | "failed" | "planned";
 export type DownloadEvent =
   | { readonly type: "resolved"; readonly commit: string }
   | { readonly type: "listed"; readonly files: number }
-  | {
-      readonly type: "planned";
-      readonly files: number;
-      readonly bytes: number;
-      /** Already present and verified. */
-      readonly cachedFiles: number;
-      readonly fetchFiles: number;
-      readonly fetchBytes: number;
-      /** Bytes of partial downloads that resume state lets us keep. */
-      readonly resumedBytes: number;
-    }
+  /** The files selected for this run; the ones already present finish at once as "cached". */
+  | { readonly type: "planned"; readonly files: number; readonly bytes: number }
   | {
       readonly type: "file-start";
       readonly path: string;

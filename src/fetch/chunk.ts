@@ -29,7 +29,7 @@ export const WRITE_BLOCK = 512 * 1024;
  * A block is also written when it has waited this long, so that on a slow link bytes reach the disk
  * (and the resume state) steadily instead of once per block: kill -9 then loses little either way.
  */
-export const WRITE_MAX_DELAY_MS = 50;
+export const WRITE_MAX_DELAY_MS = 20;
 
 /** Blocks are reused across requests: a fresh block per chunk request is garbage the GC is slow to return. */
 const freeBlocks: Buffer[] = [];

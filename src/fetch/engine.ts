@@ -456,7 +456,7 @@ export class Engine {
             if (job.generation !== generation) return;
             job.written.add(offset, offset + buf.length);
             job.pump?.onWritten(offset, buf);
-            job.state?.touch();
+            job.state?.touch(buf.length);
             this.#ctx.emit({ type: "bytes", path: what, bytes: buf.length });
           },
         });
