@@ -12,6 +12,7 @@ import { expectedHash, type RepoFile } from "../hub/types.js";
 import { loadState, removeState, StateWriter } from "../state.js";
 import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
+import { ConnectionRamp, DEFAULT_RAMP } from "./ramp.js";
 import { RangeSet, splitRanges } from "./range-set.js";
 import { type RetryPolicy, retryDelay, type Sleep } from "./retry.js";
 
@@ -72,6 +73,8 @@ class Job {
   generation = 0;
   controller: AbortController;
   verifyFailures = 0;
+  /** How many of this file's chunks may be fetched at once (grows while it pays). */
+  ramp: ConnectionRamp | undefined;
 
   constructor(
     readonly work: FileWork,
@@ -96,6 +99,10 @@ class Job {
   }
   get size(): number {
     return this.work.file.size;
+  }
+  /** Whether one more chunk of this file may start now. */
+  get hasRoom(): boolean {
+    return this.ramp === undefined || this.running.size < this.ramp.allowed;
   }
   get complete(): boolean {
     return this.pending.length === 0 && this.running.size === 0 && this.written.total >= this.size;
@@ -185,7 +192,7 @@ export class Engine {
 
   #pick(): Pick {
     for (const job of this.#active) {
-      if (job.phase === "fetching" && !job.whole && job.pending.length > 0) {
+      if (job.phase === "fetching" && !job.whole && job.pending.length > 0 && job.hasRoom) {
         const task = job.pending.shift()!;
         return { run: () => this.#runChunk(job, task) };
       }
@@ -210,7 +217,7 @@ export class Engine {
     let best: { job: Job; victim: ChunkTask } | undefined;
     let bestLeft = 2 * STEAL_MIN;
     for (const job of this.#active) {
-      if (job.phase !== "fetching" || job.whole || job.url === undefined) continue;
+      if (job.phase !== "fetching" || job.whole || job.url === undefined || !job.hasRoom) continue;
       for (const t of job.running) {
         const left = t.end - t.received;
         if (left >= bestLeft) {
@@ -238,16 +245,25 @@ export class Engine {
     this.#notify();
   }
 
-  /** Closes a file's handles, keeping its resume state (interrupt or failure). */
-  async #park(job: Job): Promise<void> {
-    job.controller.abort(new Error("stopped"));
-    await job.state?.flush();
+  /** Stops the file's state writes (after a last one when `save`) and closes its handle. */
+  async #closeFile(job: Job, save: boolean): Promise<void> {
+    if (save) await job.state?.flush();
     await job.state?.close();
     job.state = undefined;
     await job.fh?.close().catch(() => undefined);
     job.fh = undefined;
+  }
+
+  async #releaseLock(job: Job): Promise<void> {
     await job.release?.();
     job.release = undefined;
+  }
+
+  /** Closes a file's handles, keeping its resume state (interrupt or failure). */
+  async #park(job: Job): Promise<void> {
+    job.controller.abort(new Error("stopped"));
+    await this.#closeFile(job, true);
+    await this.#releaseLock(job);
   }
 
   /** Waits for one of the retry slots; false when the chunk was superseded meanwhile. */
@@ -281,13 +297,9 @@ export class Engine {
     job.generation++;
     if (e.code === "VERIFY_FAILED") {
       job.controller.abort(e);
-      await job.state?.close();
-      job.state = undefined;
-      await job.fh?.close().catch(() => undefined);
-      job.fh = undefined;
+      await this.#closeFile(job, false);
       await discardIncomplete(job.work.placement);
-      await job.release?.();
-      job.release = undefined;
+      await this.#releaseLock(job);
     } else {
       await this.#park(job);
     }
@@ -449,6 +461,10 @@ export class Engine {
             }
             if (job.phase === "probing") {
               job.phase = "fetching";
+              job.ramp = new ConnectionRamp(
+                { ...DEFAULT_RAMP, max: this.#ctx.options.connections },
+                Date.now(),
+              );
               this.#notify();
             }
           },
@@ -457,6 +473,7 @@ export class Engine {
             job.written.add(offset, offset + buf.length);
             job.pump?.onWritten(offset, buf);
             job.state?.touch(buf.length);
+            if (job.ramp?.record(buf.length, job.running.size, Date.now())) this.#notify();
             this.#ctx.emit({ type: "bytes", path: what, bytes: buf.length });
           },
         });
@@ -555,10 +572,7 @@ export class Engine {
     job.newGeneration();
     job.pending = [];
     job.running.clear();
-    await job.state?.close();
-    job.state = undefined;
-    await job.fh?.close().catch(() => undefined);
-    job.fh = undefined;
+    await this.#closeFile(job, false);
     job.url = undefined;
     job.etag = undefined;
     job.whole = false;
@@ -612,8 +626,7 @@ export class Engine {
       await this.#failJob(job, err);
       return;
     } finally {
-      await job.release?.();
-      job.release = undefined;
+      await this.#releaseLock(job);
     }
     this.#finishJob(job, { status: "downloaded" });
   }
