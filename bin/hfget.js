@@ -12,6 +12,6 @@ main(process.argv).then(
     process.stderr.write(
       `hfget: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
     );
-    process.exitCode = 70;
+    process.exitCode = 1; // internal error, as documented in the README
   },
 );

@@ -1,4 +1,4 @@
-import { access, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import pLimit from "p-limit";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
@@ -141,7 +141,7 @@ export async function download(
     const results: FileResult[] = await Promise.all(
       works.map((w) =>
         limit(async () => {
-          const present = !config.force && (await isPresentReadOnly(w.placement));
+          const present = !config.force && (await isPresentReadOnly(w.placement, w.file.size));
           const status: FileResult["status"] = present ? "cached" : "planned";
           return { path: w.file.path, size: w.file.size, status, location: w.placement.location };
         }),
@@ -196,11 +196,11 @@ export async function download(
   return summary(config, commit, outPath, results, bytesTotal, bytesDownloaded, started, false);
 }
 
-/** --dry-run must not write: a cache blob of the right size, or a local file with matching metadata. */
-async function isPresentReadOnly(p: Placement): Promise<boolean> {
+/** --dry-run must not write: a cache blob, or a local file, of the listed size counts as present. */
+async function isPresentReadOnly(p: Placement, size: number): Promise<boolean> {
   try {
-    await access(p.location);
-    return true;
+    // stat follows the snapshot symlink to its blob; a file of another size is not the one listed.
+    return (await stat(p.location)).size === size;
   } catch {
     return false;
   }

@@ -34,6 +34,7 @@ import {
   tempDir,
   waitFor,
   walk,
+  withHub,
 } from "./helpers.js";
 
 const MiB = 1024 * 1024;
@@ -72,18 +73,6 @@ function lfsFixture(id: string, size: number, seed = 31): Fixture {
   return fixture(id, [{ path: "model.safetensors", bytes: randomBytesSeeded(seed, size), lfs: true }]);
 }
 
-async function withHub<T>(
-  repos: FakeRepo[],
-  opts: Omit<Partial<StartOptions>, "repos">,
-  fn: (hub: FakeHub) => Promise<T>,
-): Promise<T> {
-  const hub = await startFakeHub({ ...opts, repos });
-  try {
-    return await fn(hub);
-  } finally {
-    await hub.close();
-  }
-}
 
 function cacheArgs(hub: FakeHub, repoId: string, cache: string, ...extra: string[]): string[] {
   return [repoId, "--mirror", hub.url, "--cache-dir", cache, ...extra];

@@ -4,6 +4,7 @@ import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { type FakeHub, type FakeRepo, type StartOptions, startFakeHub } from "./fakehub/index.js";
 
 /** The repo's top folder (tests run from dist/test/). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -325,4 +326,18 @@ export function selfSignedCert(): { key: Buffer; cert: Buffer; certPath: string 
     return undefined;
   }
   return { key: readFileSync(keyPath), cert: readFileSync(certPath), certPath };
+}
+
+/** Runs `fn` with a fake hub serving `repos`, and always closes it. */
+export async function withHub<T>(
+  repos: FakeRepo[],
+  opts: Omit<Partial<StartOptions>, "repos">,
+  fn: (hub: FakeHub) => Promise<T>,
+): Promise<T> {
+  const hub = await startFakeHub({ ...opts, repos });
+  try {
+    return await fn(hub);
+  } finally {
+    await hub.close();
+  }
 }

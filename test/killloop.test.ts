@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { fileFromBuffer, makeRepo, randomBytesSeeded, startFakeHub } from "./fakehub/index.js";
+import { fileFromBuffer, makeRepo, mulberry32, randomBytesSeeded, startFakeHub } from "./fakehub/index.js";
 import {
   blobProblems,
   cacheProblems,
@@ -24,16 +24,6 @@ const SEED = 20240601;
 const CONNECTIONS = 2;
 const CHUNK = 256 * 1024;
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface KillRecord {
   readonly delayMs: number;

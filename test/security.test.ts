@@ -36,23 +36,12 @@ import {
   selfSignedCert,
   tempDir,
   walk,
+  withHub,
 } from "./helpers.js";
 
 const EXIT = { OK: 0, AUTH: 4, NETWORK: 6, DISK: 7, PROTOCOL: 8 } as const;
 const OID = "0123456789abcdef0123456789abcdef01234567";
 
-async function withHub<T>(
-  repos: FakeRepo[],
-  opts: Omit<Partial<StartOptions>, "repos">,
-  fn: (hub: FakeHub) => Promise<T>,
-): Promise<T> {
-  const hub = await startFakeHub({ ...opts, repos });
-  try {
-    return await fn(hub);
-  } finally {
-    await hub.close();
-  }
-}
 
 function show(r: CliRun): string {
   return `exit ${r.code} signal ${r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr.slice(-4000)}`;

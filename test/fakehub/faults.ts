@@ -52,7 +52,8 @@ export interface FaultRequest {
 
 const prngs = new WeakMap<FaultRule, () => number>();
 
-function mulberry32(seed: number): () => number {
+/** A small seeded PRNG: fault probabilities and test schedules replay exactly. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

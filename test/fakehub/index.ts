@@ -1,5 +1,5 @@
 // Fake Hugging Face Hub for tests: see README.md in this folder.
-export type { Fault, FaultRule } from "./faults.js";
+export { type Fault, type FaultRule, mulberry32 } from "./faults.js";
 export {
   type FakeCommit,
   type FakeFile,
