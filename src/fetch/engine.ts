@@ -12,7 +12,6 @@ import { expectedHash, type RepoFile } from "../hub/types.js";
 import { loadState, removeState, StateWriter } from "../state.js";
 import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
-import { ConnectionRamp, DEFAULT_RAMP } from "./ramp.js";
 import { RangeSet, splitRanges } from "./range-set.js";
 import { type RetryPolicy, retryDelay, type Sleep } from "./retry.js";
 
@@ -73,8 +72,6 @@ class Job {
   generation = 0;
   controller: AbortController;
   verifyFailures = 0;
-  /** How many of this file's chunks may be fetched at once (grows while it pays). */
-  ramp: ConnectionRamp | undefined;
 
   constructor(
     readonly work: FileWork,
@@ -99,10 +96,6 @@ class Job {
   }
   get size(): number {
     return this.work.file.size;
-  }
-  /** Whether one more chunk of this file may start now. */
-  get hasRoom(): boolean {
-    return this.ramp === undefined || this.running.size < this.ramp.allowed;
   }
   get complete(): boolean {
     return this.pending.length === 0 && this.running.size === 0 && this.written.total >= this.size;
@@ -192,7 +185,7 @@ export class Engine {
 
   #pick(): Pick {
     for (const job of this.#active) {
-      if (job.phase === "fetching" && !job.whole && job.pending.length > 0 && job.hasRoom) {
+      if (job.phase === "fetching" && !job.whole && job.pending.length > 0) {
         const task = job.pending.shift()!;
         return { run: () => this.#runChunk(job, task) };
       }
@@ -217,7 +210,7 @@ export class Engine {
     let best: { job: Job; victim: ChunkTask } | undefined;
     let bestLeft = 2 * STEAL_MIN;
     for (const job of this.#active) {
-      if (job.phase !== "fetching" || job.whole || job.url === undefined || !job.hasRoom) continue;
+      if (job.phase !== "fetching" || job.whole || job.url === undefined) continue;
       for (const t of job.running) {
         const left = t.end - t.received;
         if (left >= bestLeft) {
@@ -245,25 +238,16 @@ export class Engine {
     this.#notify();
   }
 
-  /** Stops the file's state writes (after a last one when `save`) and closes its handle. */
-  async #closeFile(job: Job, save: boolean): Promise<void> {
-    if (save) await job.state?.flush();
+  /** Closes a file's handles, keeping its resume state (interrupt or failure). */
+  async #park(job: Job): Promise<void> {
+    job.controller.abort(new Error("stopped"));
+    await job.state?.flush();
     await job.state?.close();
     job.state = undefined;
     await job.fh?.close().catch(() => undefined);
     job.fh = undefined;
-  }
-
-  async #releaseLock(job: Job): Promise<void> {
     await job.release?.();
     job.release = undefined;
-  }
-
-  /** Closes a file's handles, keeping its resume state (interrupt or failure). */
-  async #park(job: Job): Promise<void> {
-    job.controller.abort(new Error("stopped"));
-    await this.#closeFile(job, true);
-    await this.#releaseLock(job);
   }
 
   /** Waits for one of the retry slots; false when the chunk was superseded meanwhile. */
@@ -297,9 +281,13 @@ export class Engine {
     job.generation++;
     if (e.code === "VERIFY_FAILED") {
       job.controller.abort(e);
-      await this.#closeFile(job, false);
+      await job.state?.close();
+      job.state = undefined;
+      await job.fh?.close().catch(() => undefined);
+      job.fh = undefined;
       await discardIncomplete(job.work.placement);
-      await this.#releaseLock(job);
+      await job.release?.();
+      job.release = undefined;
     } else {
       await this.#park(job);
     }
@@ -461,10 +449,6 @@ export class Engine {
             }
             if (job.phase === "probing") {
               job.phase = "fetching";
-              job.ramp = new ConnectionRamp(
-                { ...DEFAULT_RAMP, max: this.#ctx.options.connections },
-                Date.now(),
-              );
               this.#notify();
             }
           },
@@ -473,7 +457,6 @@ export class Engine {
             job.written.add(offset, offset + buf.length);
             job.pump?.onWritten(offset, buf);
             job.state?.touch(buf.length);
-            if (job.ramp?.record(buf.length, job.running.size, Date.now())) this.#notify();
             this.#ctx.emit({ type: "bytes", path: what, bytes: buf.length });
           },
         });
@@ -572,7 +555,10 @@ export class Engine {
     job.newGeneration();
     job.pending = [];
     job.running.clear();
-    await this.#closeFile(job, false);
+    await job.state?.close();
+    job.state = undefined;
+    await job.fh?.close().catch(() => undefined);
+    job.fh = undefined;
     job.url = undefined;
     job.etag = undefined;
     job.whole = false;
@@ -626,7 +612,8 @@ export class Engine {
       await this.#failJob(job, err);
       return;
     } finally {
-      await this.#releaseLock(job);
+      await job.release?.();
+      job.release = undefined;
     }
     this.#finishJob(job, { status: "downloaded" });
   }
