@@ -16,9 +16,7 @@ import {
   pushCommit,
   type RequestLogEntry,
   randomBytesSeeded,
-  type StartOptions,
   sha256Hex,
-  startFakeHub,
 } from "./fakehub/index.js";
 import {
   blobProblems,
@@ -72,7 +70,6 @@ function mixedRepo(id = "org/model", lfsSize = 3 * MiB + 12_345): Fixture {
 function lfsFixture(id: string, size: number, seed = 31): Fixture {
   return fixture(id, [{ path: "model.safetensors", bytes: randomBytesSeeded(seed, size), lfs: true }]);
 }
-
 
 function cacheArgs(hub: FakeHub, repoId: string, cache: string, ...extra: string[]): string[] {
   return [repoId, "--mirror", hub.url, "--cache-dir", cache, ...extra];

@@ -24,7 +24,6 @@ const SEED = 20240601;
 const CONNECTIONS = 2;
 const CHUNK = 256 * 1024;
 
-
 interface KillRecord {
   readonly delayMs: number;
   /** Bytes of the big file the CDN sent during this run. */

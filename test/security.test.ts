@@ -21,8 +21,6 @@ import {
   makeRepo,
   type RequestLogEntry,
   randomBytesSeeded,
-  type StartOptions,
-  startFakeHub,
   TEST_TOKEN,
 } from "./fakehub/index.js";
 import {
@@ -41,7 +39,6 @@ import {
 
 const EXIT = { OK: 0, AUTH: 4, NETWORK: 6, DISK: 7, PROTOCOL: 8 } as const;
 const OID = "0123456789abcdef0123456789abcdef01234567";
-
 
 function show(r: CliRun): string {
   return `exit ${r.code} signal ${r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr.slice(-4000)}`;
