@@ -125,7 +125,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
       writeErr: (s) => io.stderr.write(s),
-      outputError: (s, write) => write(`hfget: ${s.replace(/^error: /, "error: ")}`),
+      outputError: (s, write) => write(`hfget: ${s}`),
     })
     .showSuggestionAfterError(true);
 
