@@ -53,7 +53,6 @@ export interface ChunkRequest {
   readonly http: HttpClient;
   /** The CDN URL once resolved, else the hub's resolve URL (redirects are followed). */
   readonly url: string;
-  readonly viaResolve: boolean;
   readonly size: number;
   readonly task: ChunkTask;
   readonly fh: FileHandle;

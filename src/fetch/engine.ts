@@ -429,7 +429,6 @@ export class Engine {
         const outcome = await fetchChunk({
           http: this.#ctx.http,
           url: job.url ?? job.work.resolveUrl,
-          viaResolve,
           size: job.size,
           task,
           fh: job.fh!,
