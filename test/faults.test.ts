@@ -29,6 +29,7 @@ import {
   resumeStateProblems,
   runCli,
   selfSignedCert,
+  show,
   tempDir,
   waitFor,
   walk,
@@ -73,10 +74,6 @@ function lfsFixture(id: string, size: number, seed = 31): Fixture {
 
 function cacheArgs(hub: FakeHub, repoId: string, cache: string, ...extra: string[]): string[] {
   return [repoId, "--mirror", hub.url, "--cache-dir", cache, ...extra];
-}
-
-function show(r: CliRun): string {
-  return `exit ${r.code} signal ${r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr.slice(-4000)}`;
 }
 
 function showLog(log: readonly RequestLogEntry[]): string {

@@ -341,3 +341,8 @@ export async function withHub<T>(
     await hub.close();
   }
 }
+
+/** A CLI run for an assertion message: exit, stdout, and the end of stderr. */
+export function show(r: CliRun): string {
+  return `exit ${r.code} signal ${r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr.slice(-4000)}`;
+}

@@ -32,6 +32,7 @@ import {
   repoCacheDir,
   runCli,
   selfSignedCert,
+  show,
   tempDir,
   walk,
   withHub,
@@ -39,10 +40,6 @@ import {
 
 const EXIT = { OK: 0, AUTH: 4, NETWORK: 6, DISK: 7, PROTOCOL: 8 } as const;
 const OID = "0123456789abcdef0123456789abcdef01234567";
-
-function show(r: CliRun): string {
-  return `exit ${r.code} signal ${r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr.slice(-4000)}`;
-}
 
 function showLog(log: readonly RequestLogEntry[]): string {
   return log
