@@ -270,6 +270,14 @@ async function cdnTraffic(env: Env, mark: LogMark): Promise<Traffic> {
   return env.nginx.trafficSince(mark);
 }
 
+/** What the CDN served during one run, onto its record. */
+function recordCdn(rec: RunRecord, cdn: Traffic): void {
+  rec.cdnBytes = cdn.deliveredBodyBytes;
+  rec.cdnOriginBytes = cdn.originBodyBytes;
+  rec.cdnRequests = cdn.requests.length;
+  rec.cdnConnections = new Set(cdn.requests.map((e) => e.connection)).size;
+}
+
 function baseRecord(tool: ToolName, round: number, env: Env, m: Measured): RunRecord {
   const cpuS = m.userS + m.sysS;
   return {
@@ -331,10 +339,7 @@ async function timedRun(env: Env, tool: Tool, round: number): Promise<RunRecord>
   const rec = baseRecord(tool.name, round, env, m);
   rec.hubRequests = env.hub.requestCount() - hub0;
   const cdn = await cdnTraffic(env, mark);
-  rec.cdnBytes = cdn.deliveredBodyBytes;
-  rec.cdnOriginBytes = cdn.originBodyBytes;
-  rec.cdnRequests = cdn.requests.length;
-  rec.cdnConnections = new Set(cdn.requests.map((e) => e.connection)).size;
+  recordCdn(rec, cdn);
   if (m.exitCode !== 0 || m.timedOut) {
     rec.status = "failed";
     rec.error = `${describeExit(m)}: ${m.stderrTail.trim().slice(-800)}`;
@@ -376,10 +381,7 @@ async function resumeRun(env: Env, tool: Tool, round: number): Promise<RunRecord
   rec.filesPerS = env.ds.files.length / rec.wallS;
   rec.hubRequests = env.hub.requestCount() - hub0;
   const cdn = await cdnTraffic(env, mark);
-  rec.cdnBytes = cdn.deliveredBodyBytes;
-  rec.cdnOriginBytes = cdn.originBodyBytes;
-  rec.cdnRequests = cdn.requests.length;
-  rec.cdnConnections = new Set(cdn.requests.map((e) => e.connection)).size;
+  recordCdn(rec, cdn);
   // Only this file is on this nginx (no other LFS file in the repo), so all its traffic is the file's.
   const served = cdn.deliveredBodyBytes;
   const twice = Math.max(0, served - file.size);
