@@ -1,4 +1,4 @@
-import { access, mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import pLimit from "p-limit";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
@@ -7,13 +7,14 @@ import type { Config } from "./config.js";
 import { HfgetError } from "./errors.js";
 import type { DownloadResult, EventSink, FileResult } from "./events.js";
 import { Engine, type FileWork } from "./fetch/engine.js";
-import { sleep as defaultSleep, type Sleep } from "./fetch/retry.js";
 import { makeFilter } from "./glob.js";
 import { listFiles } from "./hub/list-files.js";
 import { isCommitSha, resolveRevision } from "./hub/resolve-revision.js";
 import type { RepoFile } from "./hub/types.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
+import { writeFileAtomic } from "./util/atomic-write.js";
+import { sleep as defaultSleep, type Sleep } from "./util/retry.js";
 
 export interface DownloadOptions {
   readonly signal?: AbortSignal;
@@ -48,9 +49,7 @@ async function writeRef(path: string, commit: string): Promise<void> {
     // not there yet
   }
   await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, commit);
-  await rename(tmp, path);
+  await writeFileAtomic(path, commit);
 }
 
 /** HF_HUB_OFFLINE: answer from the cache alone, as huggingface_hub does. */

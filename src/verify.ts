@@ -1,8 +1,8 @@
 import { createHash, type Hash } from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 import { open } from "node:fs/promises";
-import type { RangeSet } from "./fetch/range-set.js";
 import type { ExpectedHash } from "./hub/types.js";
+import type { RangeSet } from "./util/range-set.js";
 
 /** sha256 of the content, or git's blob sha1: sha1("blob <size>\0" + content). */
 export function createContentHash(expected: ExpectedHash, size: number): Hash {
