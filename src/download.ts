@@ -14,6 +14,7 @@ import type { RepoFile } from "./hub/types.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { writeFileAtomic } from "./util/atomic-write.js";
+import { atPath } from "./util/io-error.js";
 import { sleep as defaultSleep, type Sleep } from "./util/retry.js";
 
 export interface DownloadOptions {
@@ -150,10 +151,15 @@ export async function download(
   }
 
   await mkdir(root, { recursive: true });
+  const lockDirs = new Set(works.map((w) => dirname(w.placement.lock)));
   if (local) {
-    // The engine takes each file's lock (a folder under .cache/huggingface/download) before the
-    // placement checks its folders: check those first, so a planted symlink cannot lead it outside.
-    for (const dir of new Set(works.map((w) => dirname(w.placement.lock)))) await dirs.ensure(dir);
+    // The engine takes each file's lock (under .cache/huggingface/download) before the placement
+    // checks its folders: check those first, so a planted symlink cannot lead it outside.
+    for (const dir of lockDirs) await dirs.ensure(dir);
+  } else {
+    // Made here for every run (one folder per repo): a folder remembered from an earlier run in
+    // this process may have been removed since (the cache deleted between two library calls).
+    for (const dir of lockDirs) await atPath(dir, () => mkdir(dir, { recursive: true }));
   }
   let bytesDownloaded = 0;
   const engine = new Engine(

@@ -22,6 +22,8 @@ export type DownloadEvent =
       readonly delayMs: number;
       readonly reason: string;
     }
+  /** The file waits for its lock, held by another process (hfget or huggingface_hub) fetching it. */
+  | { readonly type: "lock-wait"; readonly path: string; readonly lock: string }
   | { readonly type: "verify-failed"; readonly path: string; readonly willRetry: boolean }
   | { readonly type: "file-done"; readonly path: string; readonly size: number; readonly status: FileStatus };
 
