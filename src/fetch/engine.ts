@@ -10,12 +10,12 @@ import type { EventSink, FileStatus } from "../events.js";
 import type { HttpClient } from "../hub/http.js";
 import { expectedHash, type RepoFile } from "../hub/types.js";
 import { loadState, removeState, StateWriter } from "../state.js";
-import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 import { atPath } from "../util/io-error.js";
 import { RangeSet, splitRanges } from "../util/range-set.js";
 import type { RetryPolicy, Sleep } from "../util/retry.js";
 import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
+import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 
 /** One file to fetch: what it is, where it comes from, where it goes. */
 export interface FileWork {
