@@ -127,7 +127,9 @@ export class StateWriter {
       this.#unsaved = 0;
       this.#lastWrite = Date.now();
       try {
-        await writeFileAtomic(this.#path, JSON.stringify(this.#snapshot()));
+        await writeFileAtomic(this.#path, JSON.stringify(this.#snapshot()), {
+          fixedTmp: `${this.#path}.tmp`,
+        });
       } catch {
         // Losing one state write costs at most a re-fetch of what it would have recorded.
       }

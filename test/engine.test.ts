@@ -183,3 +183,13 @@ describe("engine in-process", () => {
     });
   });
 });
+
+describe("decide: stalls", () => {
+  it("an attempt that stalled counts against the budget even after some bytes", () => {
+    const stall = new HfgetError("NETWORK", "timeout", {
+      cause: Object.assign(new Error("t"), { code: "UND_ERR_BODY_TIMEOUT" }),
+    });
+    const d = decide(stall, 100_000, { failures: 3, expiredRetried: false }, policy);
+    assert.equal(d.decision.kind, "give-up");
+  });
+});

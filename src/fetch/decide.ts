@@ -48,7 +48,10 @@ export function decide(
   policy: RetryPolicy,
   random: () => number = Math.random,
 ): Decided {
-  const base = progressed > 0 ? FRESH_ATTEMPTS : state;
+  // A stall (body or headers timeout) counts even after some bytes: a server that sends a little
+  // and then stalls every time must fail within the budget, not trickle forever.
+  const moved = progressed > 0 && !isStall(err);
+  const base = moved ? FRESH_ATTEMPTS : state;
   const expired = err instanceof ExpiredUrlError;
   if (expired && !base.expiredRetried) {
     return { decision: { kind: "resolve-again" }, next: { ...base, expiredRetried: true } };
@@ -57,7 +60,7 @@ export function decide(
   // errors. Anything else is a bug and must not be retried or disguised.
   if (!isHfgetError(err)) throw err;
   if (!err.retryable) return { decision: { kind: "give-up", error: err }, next: base };
-  if (progressed > 0) {
+  if (moved) {
     // Bytes flowed: reconnect at once, no backoff and no retry slot.
     return { decision: { kind: "retry", delayMs: 0, capped: false, attempt: 0 }, next: base };
   }
@@ -74,4 +77,12 @@ export function decide(
   const capped = err.code !== "RATE_LIMITED" && !expired;
   const delayMs = retryDelay(failures - 1, policy, err.retryAfterMs, random);
   return { decision: { kind: "retry", delayMs, capped, attempt: failures }, next: { ...base, failures } };
+}
+
+/** The attempt ended because the server went silent (undici's body/headers/connect timeout). */
+export function isStall(err: unknown): boolean {
+  const cause: unknown = err instanceof Error ? err.cause : undefined;
+  const code: unknown =
+    typeof cause === "object" && cause !== null ? (cause as { code?: unknown }).code : undefined;
+  return typeof code === "string" && /TIMEOUT/.test(code);
 }

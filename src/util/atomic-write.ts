@@ -28,10 +28,17 @@ export async function openNoFollow(path: string, flags: number): Promise<FileHan
  * The temp file is removed when anything fails. Errors are the raw errno errors: callers at the
  * I/O boundary turn them into DISK errors naming the path.
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = tmpName(path);
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  opts: { readonly fixedTmp?: string } = {},
+): Promise<void> {
+  // `fixedTmp`: a writer that holds the file's lock may reuse one temp name, so a kill -9 leaves at
+  // most that one behind (resume state, rewritten every 100 ms, would otherwise leave many).
+  const tmp = opts.fixedTmp ?? tmpName(path);
+  const excl = opts.fixedTmp === undefined ? constants.O_EXCL : constants.O_TRUNC;
   try {
-    const fh = await openNoFollow(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
+    const fh = await openNoFollow(tmp, constants.O_WRONLY | constants.O_CREAT | excl);
     try {
       await fh.writeFile(data);
     } finally {
