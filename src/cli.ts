@@ -1,5 +1,6 @@
 import chalk from "chalk";
 import { Command, CommanderError, Option } from "commander";
+import { registerCacheCommands } from "./cli-cache.js";
 import { buildConfig, type Config, DEFAULTS, type Env, type RawOptions } from "./config.js";
 import { download } from "./download.js";
 import { EXIT_CODES, HfgetError, isHfgetError, redact } from "./errors.js";
@@ -183,6 +184,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
         await session.close();
       }
     });
+
+  registerCacheCommands(program, { ...io, signal: controller.signal });
 
   try {
     await program.parseAsync(argv as string[]);
