@@ -2,6 +2,7 @@ import { resolve } from "node:path";
 import type { Command } from "commander";
 import { type CacheScan, formatCacheSize, formatTimeSince, scanCache } from "./cache/scan.js";
 import { type CacheProblem, verifyCache } from "./cache/verify-cache.js";
+import type { CommandContext } from "./commands/context.js";
 import { defaultCacheDir, type Env } from "./config.js";
 import { HfgetError } from "./errors.js";
 import { formatBytes, formatRate } from "./format.js";
@@ -143,6 +144,11 @@ interface CacheFlags {
   quiet?: boolean;
   repoType?: string;
   truncate?: boolean;
+}
+
+/** SUBCOMMANDS entry (src/commands/index.ts). */
+export function registerCache(program: Command, c: CommandContext): void {
+  registerCacheCommands(program, { ...c.io, signal: c.signal });
 }
 
 export function registerCacheCommands(program: Command, ctx: CacheCliContext): void {
