@@ -1,4 +1,4 @@
-import { access, mkdir, readFile, stat } from "node:fs/promises";
+import { mkdir, readFile, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import pLimit from "p-limit";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
@@ -9,8 +9,9 @@ import type { DownloadResult, EventSink, FileResult } from "./events.js";
 import { Engine, type FileWork } from "./fetch/engine.js";
 import { makeFilter } from "./glob.js";
 import { listFiles } from "./hub/list-files.js";
-import { isCommitSha, resolveRevision } from "./hub/resolve-revision.js";
+import { resolveRevision } from "./hub/resolve-revision.js";
 import type { RepoFile } from "./hub/types.js";
+import { offlineSnapshot, recordComplete } from "./offline.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { writeFileAtomic } from "./util/atomic-write.js";
@@ -53,45 +54,6 @@ async function writeRef(path: string, commit: string): Promise<void> {
   await writeFileAtomic(path, commit);
 }
 
-/** HF_HUB_OFFLINE: answer from the cache alone, as huggingface_hub does. */
-async function offlineSnapshot(config: Config): Promise<DownloadResult> {
-  const paths = cachePaths(config.cacheDir, config.repo);
-  let commit = config.revision;
-  if (!isCommitSha(commit)) {
-    try {
-      commit = (await readFile(paths.ref(config.revision), "utf8")).trim();
-    } catch {
-      throw new HfgetError(
-        "OFFLINE",
-        `${repoLabel(config.repo)}@${config.revision} is not in the cache ${config.cacheDir}`,
-        {
-          hint: "HF_HUB_OFFLINE is set: unset it to download",
-        },
-      );
-    }
-  }
-  const dir = paths.snapshotDir(commit);
-  try {
-    await access(dir);
-  } catch {
-    throw new HfgetError("OFFLINE", `snapshot ${commit} of ${repoLabel(config.repo)} is not in the cache`, {
-      hint: "HF_HUB_OFFLINE is set: unset it to download",
-    });
-  }
-  return {
-    repo: config.repo.id,
-    repoType: config.repo.type,
-    revision: config.revision,
-    commit,
-    path: dir,
-    files: [],
-    bytesTotal: 0,
-    bytesDownloaded: 0,
-    seconds: 0,
-    dryRun: false,
-  };
-}
-
 /**
  * The whole download: revision -> listing -> plan -> fetch -> verify -> commit. Emits events,
  * returns a summary, never prints. Per-file failures are in the result; run-wide ones throw.
@@ -104,12 +66,7 @@ export async function download(
   const started = Date.now();
   const emit: EventSink = opts.onEvent ?? (() => undefined);
   const signal = opts.signal ?? new AbortController().signal;
-  if (config.offline) {
-    if (config.localDir !== undefined) {
-      throw new HfgetError("OFFLINE", "HF_HUB_OFFLINE is set: cannot fill --local-dir without the network");
-    }
-    return offlineSnapshot(config);
-  }
+  if (config.offline) return offlineSnapshot(config);
   const { hub } = session;
   const { commit } = await resolveRevision(hub, config.repo, config.revision, signal);
   emit({ type: "resolved", commit });
@@ -198,6 +155,7 @@ export async function download(
     await writeRef(cache.ref(config.revision), commit);
   }
   if (!local) await mkdir(cache.snapshotDir(commit), { recursive: true });
+  await recordComplete(config, cache.repoDir, commit, all, files.length === all.length);
   return summary(config, commit, outPath, results, bytesTotal, bytesDownloaded, started, false);
 }
 
