@@ -4,7 +4,6 @@ import {
   copyFile,
   type FileHandle,
   lstat,
-  mkdir,
   open,
   readFile,
   readlink,
@@ -19,6 +18,7 @@ import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
 import { fileMatches } from "../verify.js";
+import { makeDirs } from "./dirs.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "./paths.js";
 
 /** Where one file's bytes go while downloading, and how they are made visible once verified. */
@@ -54,7 +54,7 @@ async function checkInside(root: string, dir: string): Promise<void> {
   while (!(await exists(existing)) && dirname(existing) !== existing) existing = dirname(existing);
   const e = await realpath(existing);
   if (!inside(e)) throw refuse(e);
-  await mkdir(dir, { recursive: true });
+  await makeDirs(dir);
   const d = await realpath(dir);
   if (!inside(d)) throw refuse(d);
 }

@@ -1,7 +1,8 @@
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
 import lockfile from "proper-lockfile";
+import { makeDirs } from "./dirs.js";
 
 /**
  * One lock per blob, so two hfget processes on one cache never write the same `.incomplete` file.
@@ -72,7 +73,7 @@ async function lockOnce(lockPath: string): Promise<Release | undefined> {
 export async function tryLock(lockPath: string): Promise<Release | undefined> {
   const dir = dirname(lockPath);
   if (!madeDirs.has(dir)) {
-    await mkdir(dir, { recursive: true });
+    await makeDirs(dir);
     madeDirs.add(dir);
   }
   const release = await lockOnce(lockPath);
