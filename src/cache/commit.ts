@@ -15,6 +15,7 @@ import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
 import { openNoFollow, tmpName, writeFileAtomic } from "../util/atomic-write.js";
 import { fileMatches } from "../verify.js";
+import { makeDirs } from "./dirs.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "./paths.js";
 
 /** Where one file's bytes go while downloading, and how they are made visible once verified. */
@@ -50,7 +51,7 @@ async function checkInside(root: string, dir: string): Promise<void> {
   while (!(await exists(existing)) && dirname(existing) !== existing) existing = dirname(existing);
   const e = await realpath(existing);
   if (!inside(e)) throw refuse(e);
-  await mkdir(dir, { recursive: true });
+  await makeDirs(dir);
   const d = await realpath(dir);
   if (!inside(d)) throw refuse(d);
 }
