@@ -334,7 +334,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     }
     if (isCommitSha(r.revision)) headers["cache-control"] = "public, max-age=31536000, immutable";
     const inm = req.headers["if-none-match"];
-    if (inm && inm.split(",").some((t) => unquote(t.trim()) === meta.etag || t.trim() === "*")) {
+    if (inm?.split(",").some((t) => unquote(t.trim()) === meta.etag || t.trim() === "*")) {
       res.writeHead(304, headers);
       return void res.end();
     }
