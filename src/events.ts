@@ -15,6 +15,8 @@ export type DownloadEvent =
     }
   /** New bytes written for a file (a delta). */
   | { readonly type: "bytes"; readonly path: string; readonly bytes: number }
+  /** The in-order prefix written and hashed so far grew to `bytes` (absolute). */
+  | { readonly type: "prefix"; readonly path: string; readonly bytes: number }
   | {
       readonly type: "retry";
       readonly path: string;

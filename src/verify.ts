@@ -52,8 +52,17 @@ export class HashPump {
   #failed: unknown;
   #waiters: (() => void)[] = [];
   #buf: Buffer | undefined;
+  readonly #onPrefix: ((bytes: number) => void) | undefined;
 
-  constructor(fh: FileHandle, size: number, expected: ExpectedHash, written: RangeSet) {
+  /** `onPrefix` hears the in-order hashed prefix each time it grows (hfget serve streams it). */
+  constructor(
+    fh: FileHandle,
+    size: number,
+    expected: ExpectedHash,
+    written: RangeSet,
+    onPrefix?: (bytes: number) => void,
+  ) {
+    this.#onPrefix = onPrefix;
     this.#fh = fh;
     this.#size = size;
     this.#written = written;
@@ -102,11 +111,13 @@ export class HashPump {
       if (bytesRead === 0) throw new Error("file shorter than its written ranges");
       this.#hash.update(buf.subarray(0, bytesRead));
       this.#hashed += bytesRead;
+      this.#onPrefix?.(this.#hashed);
       if (this.#hashed >= until) until = this.#written.coveredUntil(this.#hashed);
     }
   }
 
   #wake(): void {
+    this.#onPrefix?.(this.#hashed);
     const w = this.#waiters;
     this.#waiters = [];
     for (const f of w) f();

@@ -390,9 +390,14 @@ export class Engine {
         done: job.written.toJSON(),
       }));
     }
-    job.pump = new HashPump(fh, file.size, expected, job.written);
+    job.pump = new HashPump(fh, file.size, expected, job.written, this.#prefixSink(job));
     job.pump.kick();
     this.#ctx.emit({ type: "file-start", path: job.path, size: job.size, resumedBytes: job.written.total });
+  }
+
+  /** The in-order hashed prefix of a file, as an event (hfget serve streams a blob still in flight). */
+  #prefixSink(job: Job): (bytes: number) => void {
+    return (bytes) => this.#ctx.emit({ type: "prefix", path: job.path, bytes });
   }
 
   async #checkSpace(path: string, needed: number): Promise<void> {
@@ -546,7 +551,13 @@ export class Engine {
     job.pending = [];
     job.running.clear();
     job.written = new RangeSet();
-    job.pump = new HashPump(job.fh!, job.size, expectedHash(job.work.file), job.written);
+    job.pump = new HashPump(
+      job.fh!,
+      job.size,
+      expectedHash(job.work.file),
+      job.written,
+      this.#prefixSink(job),
+    );
     job.phase = "fetching";
     await this.#runChunk(job, chunkTask(0, job.size));
   }
