@@ -16,7 +16,6 @@ import { offlineSnapshot, recordComplete } from "./offline.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { writeFileAtomic } from "./util/atomic-write.js";
-import { atPath } from "./util/io-error.js";
 import { sleep as defaultSleep, type Sleep } from "./util/retry.js";
 
 export interface DownloadOptions {

@@ -1,15 +1,4 @@
-import {
-  copyFile,
-  lstat,
-  mkdir,
-  readFile,
-  readlink,
-  realpath,
-  rename,
-  rm,
-  stat,
-  symlink,
-} from "node:fs/promises";
+import { copyFile, lstat, readFile, readlink, realpath, rename, rm, stat, symlink } from "node:fs/promises";
 import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
