@@ -1,3 +1,4 @@
+import { mkdirSync } from "node:fs";
 import { open } from "node:fs/promises";
 import type { ServerResponse } from "node:http";
 import { cachePlacement, type Placement, SafeDirs } from "../cache/commit.js";
@@ -92,6 +93,8 @@ export class BlobStore {
     const file: RepoFile = meta.lfs
       ? { path: meta.path, size: meta.size, gitOid: "0".repeat(40), lfs: { sha256: meta.etag } }
       : { path: meta.path, size: meta.size, gitOid: meta.etag };
+    // The engine checks its targets are inside the repo folder, so that folder must exist first.
+    mkdirSync(paths.repoDir, { recursive: true });
     const placement = cachePlacement(paths, meta.commit, file, new SafeDirs(paths.repoDir));
     const f = new Fetch(meta.size, placement, key);
     this.#fetches.set(key, f);
@@ -176,8 +179,13 @@ export class BlobStore {
         metrics.bytesFromCache += bytesRead;
         if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) {
           await new Promise<void>((r) => {
-            res.once("drain", r);
-            res.once("close", r);
+            const done = (): void => {
+              res.off("drain", done);
+              res.off("close", done);
+              r();
+            };
+            res.on("drain", done);
+            res.on("close", done);
           });
         }
       }

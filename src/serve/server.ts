@@ -423,6 +423,12 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     const rawUrl = req.url ?? "/";
     if (rawUrl.includes("\0") || /%00/i.test(rawUrl) || rawUrl.startsWith("//"))
       throw new BadRequest("bad path");
+    // new URL() would resolve `..` away: refuse dot segments as sent, before normalizing.
+    const rawPath = rawUrl.split("?")[0] ?? "";
+    if (
+      rawPath.split("/").some((seg) => seg === ".." || seg === "." || /^%2e%2e$|^\.%2e$|^%2e\.$/i.test(seg))
+    )
+      throw new BadRequest("dot segment in path");
     const url = new URL(rawUrl, "http://serve.invalid");
     if (url.pathname === "/healthz") {
       res.writeHead(200, { "content-type": "text/plain" });
