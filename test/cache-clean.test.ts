@@ -1,0 +1,221 @@
+import assert from "node:assert/strict";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { type FakeHub, fileFromBuffer, makeRepo, pushCommit, randomBytesSeeded } from "./fakehub/index.js";
+import { cleanEnv, gitSha1File, repoCacheDir, runCli, show, tempDir, withHub } from "./helpers.js";
+import {
+  HH_VERSIONS,
+  PY_DOWNLOAD,
+  PY_HOLD_LOCK,
+  pyEnv,
+  runPython,
+  skipWithoutPython,
+  spawnPython,
+} from "./pyclient.js";
+
+const SCAN_WARNINGS = `
+import json, sys
+from huggingface_hub import scan_cache_dir
+info = scan_cache_dir(sys.argv[1])
+print(json.dumps([str(w) for w in info.warnings]))
+`;
+
+/** scan_cache_dir's warnings in both versions (0.36's one about CACHEDIR.TAG at the root ignored). */
+async function assertNoScanWarnings(cache: string): Promise<void> {
+  for (const v of HH_VERSIONS) {
+    const r = await runPython(v, SCAN_WARNINGS, [cache], { env: cleanEnv() });
+    assert.equal(r.code, 0, r.stderr);
+    const warnings = (JSON.parse(r.stdout) as string[]).filter((w) => !w.includes("CACHEDIR.TAG"));
+    assert.deepEqual(warnings, [], `huggingface_hub ${v}`);
+  }
+}
+
+/** huggingface_hub (both versions) loads the repo offline from the cache. */
+async function assertLoadsOffline(hub: FakeHub, cache: string, repoId: string, revision?: string) {
+  for (const v of HH_VERSIONS) {
+    const arg = JSON.stringify(revision === undefined ? { repo_id: repoId } : { repo_id: repoId, revision });
+    const r = await runPython(v, PY_DOWNLOAD, [arg], { env: { ...pyEnv(hub, cache), HF_HUB_OFFLINE: "1" } });
+    assert.equal(r.code, 0, `huggingface_hub ${v} offline: ${r.stderr}`);
+  }
+}
+
+const shared = randomBytesSeeded(21, 200_000);
+const oldWeights = randomBytesSeeded(22, 150_000);
+function alpha() {
+  const a = makeRepo("org/alpha", [
+    fileFromBuffer("config.json", Buffer.from('{"v":1}')),
+    fileFromBuffer("model.safetensors", shared, { lfs: true }),
+    fileFromBuffer("old.bin", oldWeights, { lfs: true }),
+  ]);
+  const first = a.commits[0]!.sha;
+  pushCommit(a, [
+    fileFromBuffer("config.json", Buffer.from('{"v":2}')),
+    fileFromBuffer("model.safetensors", shared, { lfs: true }),
+  ]);
+  a.refs.v1 = first;
+  return { a, first };
+}
+function beta() {
+  return makeRepo("org/beta", [fileFromBuffer("w.bin", randomBytesSeeded(23, 50_000), { lfs: true })]);
+}
+
+function blobNames(repoDir: string): string[] {
+  return readdirSync(join(repoDir, "blobs")).sort();
+}
+
+async function hfgetCache(hub: FakeHub) {
+  const cache = tempDir("hfget-clean-");
+  const env = cleanEnv({ HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache });
+  for (const args of [["org/alpha"], ["org/alpha", "--revision", "v1"], ["org/beta"]]) {
+    const r = await runCli([...args, "--quiet"], { env });
+    assert.equal(r.code, 0, show(r));
+  }
+  return { cache, env };
+}
+
+describe("hfget cache rm", () => {
+  it("removes a revision with its refs and only its own blobs; asks, --dry-run; then a repo (hfget cache)", async (t) => {
+    const { a, first } = alpha();
+    await withHub([a, beta()], {}, async (hub) => {
+      const { cache, env } = await hfgetCache(hub);
+      const dir = repoCacheDir(cache, "model", "org/alpha");
+      const before = blobNames(dir);
+      assert.equal(before.length, 4); // two configs, shared weights, old.bin
+
+      // No terminal, no --yes: like `hf cache rm` (click.confirm reads stdin; end of input aborts).
+      const asked = await runCli(["cache", "rm", "org/alpha@v1"], { env });
+      assert.notEqual(asked.code, 0, show(asked));
+      assert.match(asked.stderr, /Proceed with deletion\? \[y\/N\]/);
+      assert.match(asked.stderr, /aborted: nothing was deleted/);
+      const dry = await runCli(["cache", "rm", "org/alpha@v1", "--dry-run"], { env });
+      assert.equal(dry.code, 0, show(dry));
+      assert.match(
+        dry.stdout,
+        /About to delete 1 revision\(s\), 2 unreferenced blob\(s\) totalling 150\.0K\./,
+      );
+      assert.match(dry.stdout, /Dry run: no files were deleted\./);
+      assert.deepEqual(blobNames(dir), before);
+      assert.ok(existsSync(join(dir, "snapshots", first)));
+
+      const r = await runCli(["cache", "rm", "org/alpha@v1", "--yes"], { env });
+      assert.equal(r.code, 0, show(r));
+      assert.match(r.stdout, /Deleted 1 revision\(s\), 2 unreferenced blob\(s\); freed 150\.0K\./);
+      assert.ok(!existsSync(join(dir, "snapshots", first)));
+      assert.ok(!existsSync(join(dir, "refs", "v1")));
+      assert.equal(readFileSync(join(dir, "refs", "main"), "utf8"), a.refs.main);
+      const after = blobNames(dir);
+      assert.equal(after.length, 2, after.join(" "));
+      const main = join(dir, "snapshots", a.refs.main!);
+      assert.ok(after.includes(gitSha1File(join(main, "config.json"))));
+      assert.equal(readFileSync(join(main, "model.safetensors")).length, shared.length);
+
+      const gone = await runCli(["cache", "rm", "org/beta", "--yes"], { env });
+      assert.equal(gone.code, 0, show(gone));
+      assert.match(gone.stdout, /Deleted 1 repo\(s\)/);
+      assert.ok(!existsSync(repoCacheDir(cache, "model", "org/beta")));
+      const missing = await runCli(["cache", "rm", "org/nope", "--yes"], { env });
+      assert.equal(missing.code, 0, show(missing));
+      assert.match(missing.stderr, /not in the cache: model\/org\/nope/);
+
+      const skip = skipWithoutPython();
+      if (skip) {
+        t.diagnostic(skip);
+        return;
+      }
+      await assertNoScanWarnings(cache);
+      await assertLoadsOffline(hub, cache, "org/alpha");
+    });
+  });
+});
+
+describe("hfget cache prune", () => {
+  it("removes the revision a moved branch left detached (huggingface_hub cache), loads offline after", async (t) => {
+    const skip = skipWithoutPython();
+    if (skip) {
+      t.skip(skip);
+      return;
+    }
+    const a = makeRepo("org/alpha", [
+      fileFromBuffer("config.json", Buffer.from('{"v":1}')),
+      fileFromBuffer("model.safetensors", shared, { lfs: true }),
+      fileFromBuffer("old.bin", oldWeights, { lfs: true }),
+    ]);
+    const first = a.commits[0]!.sha;
+    await withHub([a], {}, async (hub) => {
+      const cache = tempDir("hfget-clean-py-");
+      const env = cleanEnv({ HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache });
+      const dl = async () => {
+        const r = await runPython("1.28", PY_DOWNLOAD, [JSON.stringify({ repo_id: "org/alpha" })], {
+          env: pyEnv(hub, cache),
+        });
+        assert.equal(r.code, 0, r.stderr);
+      };
+      await dl();
+      pushCommit(a, [
+        fileFromBuffer("config.json", Buffer.from('{"v":2}')),
+        fileFromBuffer("model.safetensors", shared, { lfs: true }),
+      ]);
+      await dl(); // main moves: the first snapshot is now detached
+      const dir = repoCacheDir(cache, "model", "org/alpha");
+      assert.equal(readdirSync(join(dir, "snapshots")).length, 2);
+
+      const r = await runCli(["cache", "prune", "--yes"], { env });
+      assert.equal(r.code, 0, show(r));
+      assert.match(r.stdout, /revision {2}model\/org\/alpha@[0-9a-f]{40} \(detached\)/);
+      assert.match(r.stdout, /Deleted 1 revision\(s\), 2 unreferenced blob\(s\)/);
+      assert.deepEqual(readdirSync(join(dir, "snapshots")), [a.refs.main]);
+      assert.ok(!existsSync(join(dir, "snapshots", first)));
+      assert.equal(blobNames(dir).length, 2);
+      const again = await runCli(["cache", "prune", "--yes"], { env });
+      assert.match(again.stdout, /Nothing to delete\./);
+      await assertNoScanWarnings(cache);
+      await assertLoadsOffline(hub, cache, "org/alpha");
+    });
+  });
+
+  it("leaves alone a blob whose lock another process holds (prune and rm)", async (t) => {
+    const skip = skipWithoutPython();
+    if (skip) {
+      t.skip(skip);
+      return;
+    }
+    const { a, first } = alpha();
+    await withHub([a, beta()], {}, async (hub) => {
+      const { cache, env } = await hfgetCache(hub);
+      const dir = repoCacheDir(cache, "model", "org/alpha");
+      // Detach v1, then hold the lock of old.bin's blob (only v1 uses it).
+      rmSync(join(dir, "refs", "v1"));
+      const oldId = readdirSync(join(dir, "blobs")).find((n) =>
+        readFileSync(join(dir, "blobs", n)).equals(oldWeights),
+      )!;
+      const lock = join(cache, ".locks", "models--org--alpha", `${oldId}.lock`);
+      const holder = spawnPython("1.28", PY_HOLD_LOCK, [lock], { env: cleanEnv() });
+      try {
+        await holder.waitForOutput("locked");
+        const r = await runCli(["cache", "prune", "--yes"], { env });
+        assert.equal(r.code, 0, show(r));
+        assert.match(r.stderr, new RegExp(`Warning: skipped .*${oldId}: its lock .* is held`));
+        assert.ok(!existsSync(join(dir, "snapshots", first)));
+        assert.ok(existsSync(join(dir, "blobs", oldId)));
+        assert.ok(existsSync(lock), "a held lock file stays");
+
+        const rr = await runCli(["cache", "rm", "org/alpha", "--yes"], { env });
+        assert.equal(rr.code, 0, show(rr));
+        assert.match(rr.stderr, new RegExp(`Warning: skipped .*${oldId}`));
+        assert.deepEqual(blobNames(dir), [oldId]);
+        assert.deepEqual(readdirSync(join(dir, "snapshots")), []);
+        await assertNoScanWarnings(cache);
+      } finally {
+        holder.send("");
+        await holder.done;
+      }
+      // Released: prune now takes the blob, the empty lock file and the repo's leftovers.
+      const r = await runCli(["cache", "prune", "--yes"], { env });
+      assert.equal(r.code, 0, show(r));
+      assert.ok(!existsSync(join(dir, "blobs", oldId)));
+      assert.ok(!existsSync(lock));
+      await assertNoScanWarnings(cache);
+    });
+  });
+});
