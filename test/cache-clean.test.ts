@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { type FakeHub, fileFromBuffer, makeRepo, pushCommit, randomBytesSeeded } from "./fakehub/index.js";
@@ -216,6 +216,57 @@ describe("hfget cache prune", () => {
       assert.ok(!existsSync(join(dir, "blobs", oldId)));
       assert.ok(!existsSync(lock));
       await assertNoScanWarnings(cache);
+    });
+  });
+
+  it("removes day-old partial files and resume state, .incomplete files, unheld empty locks; --older-than repos", async () => {
+    const { a } = alpha();
+    await withHub([a, beta()], {}, async (hub) => {
+      const { cache, env } = await hfgetCache(hub);
+      const dir = repoCacheDir(cache, "model", "org/alpha");
+      const blobs = join(dir, "blobs");
+      const id = "a".repeat(64);
+      const old = Date.now() / 1000 - 2 * 86400;
+      const stale = [
+        `${id}.hfget-partial`,
+        `${id}.hfget-partial.json`,
+        `${"b".repeat(64)}.1234abcd.incomplete`,
+      ];
+      for (const n of stale) {
+        writeFileSync(join(blobs, n), "x".repeat(1000));
+        utimesSync(join(blobs, n), old, old);
+      }
+      const fresh = `${"c".repeat(64)}.hfget-partial`;
+      writeFileSync(join(blobs, fresh), "y".repeat(10));
+      const emptyLock = join(cache, ".locks", "models--org--alpha", `${id}.lock`);
+      writeFileSync(emptyLock, "");
+      const kept = blobNames(dir).filter((n) => !n.includes("."));
+
+      const dry = await runCli(["cache", "prune", "--dry-run"], { env });
+      assert.equal(dry.code, 0, show(dry));
+      assert.match(dry.stdout, /3 partial file\(s\)/);
+      assert.ok(existsSync(join(blobs, stale[0]!)));
+      const r = await runCli(["cache", "prune", "--yes"], { env });
+      assert.equal(r.code, 0, show(r));
+      for (const n of stale) assert.ok(!existsSync(join(blobs, n)), n);
+      assert.ok(existsSync(join(blobs, fresh)), "a partial file younger than a day stays");
+      assert.ok(!existsSync(emptyLock));
+      // Nothing referenced went: both revisions of alpha have refs (main, v1).
+      assert.deepEqual(
+        blobNames(dir).filter((n) => !n.includes(".")),
+        kept,
+      );
+
+      // beta not accessed for 3 days; alpha just now.
+      const betaDir = repoCacheDir(cache, "model", "org/beta");
+      for (const n of blobNames(betaDir)) utimesSync(join(betaDir, "blobs", n), old - 86400, old - 86400);
+      const bad = await runCli(["cache", "prune", "--older-than", "soon", "--yes"], { env });
+      assert.equal(bad.code, 2, show(bad));
+      const o = await runCli(["cache", "prune", "--older-than", "2d", "--yes"], { env });
+      assert.equal(o.code, 0, show(o));
+      assert.match(o.stdout, /1 repo\(s\)/);
+      assert.ok(!existsSync(betaDir));
+      assert.ok(existsSync(join(dir, "snapshots", a.refs.main!)));
     });
   });
 });
