@@ -239,6 +239,27 @@ describe("proxy", { skip }, () => {
     }, auth);
   });
 
+  it("https targets still go through a CONNECT tunnel (HTTPS_PROXY, else HTTP_PROXY)", async () => {
+    await withProxy(async (proxy) => {
+      // Nothing listens there: the proxy refuses CONNECT to a port other than 443/563 anyway.
+      const port = await freePort();
+      for (const name of ["HTTPS_PROXY", "HTTP_PROXY"]) {
+        const before = requestLines(proxy.log()).length;
+        const env = cleanEnv({
+          HF_ENDPOINT: `https://127.0.0.1:${port}`,
+          HF_TOKEN: TEST_TOKEN,
+          [name]: proxy.url,
+        });
+        const r = await runCli(["org/proxied", "--quiet", "--retries", "0"], { env, timeoutMs: 60_000 });
+        assert.equal(r.code, 6, `${name}: ${show(r)}`);
+        const lines = requestLines(proxy.log()).slice(before);
+        assert.ok(lines.length > 0, `${name}: the proxy saw nothing`);
+        for (const l of lines) assert.ok(l.endsWith(`: CONNECT 127.0.0.1:${port} HTTP/1.1`), `${name}: ${l}`);
+      }
+      assert.ok(!proxy.log().includes(TEST_TOKEN));
+    });
+  });
+
   it("a proxy that is down is a network error naming the target, not a hang", async () => {
     const port = await freePort();
     await withHub(repos(), {}, async (hub) => {
