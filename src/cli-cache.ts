@@ -1,5 +1,6 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
+import { dedupeCache } from "./cache/dedupe.js";
 import { type CleanPlan, executeCleanPlan, parseAge, planPrune, planRm } from "./cache/clean.js";
 import { type CacheScan, formatCacheSize, formatTimeSince, scanCache } from "./cache/scan.js";
 import { type CacheProblem, verifyCache } from "./cache/verify-cache.js";
@@ -223,7 +224,7 @@ export function registerCacheCommands(program: Command, ctx: CacheCliContext): v
   const root = (f: CacheFlags) => (f.cacheDir === undefined ? defaultCacheDir(ctx.env) : resolve(f.cacheDir));
   const cache = program
     .command("cache")
-    .description("inspect, check and clean the local cache (ls, verify, rm, prune)");
+    .description("inspect, check and clean the local cache (ls, verify, rm, prune, dedupe)");
   cache
     .command("ls")
     .description("list cached repos like `hf cache ls`: size (shared blobs once), access times, refs")
@@ -308,6 +309,22 @@ export function registerCacheCommands(program: Command, ctx: CacheCliContext): v
     .action(async (f: CacheFlags) => {
       const olderThanMs = f.olderThan === undefined ? undefined : parseAge(f.olderThan);
       await run(await planPrune(root(f), { olderThanMs }), f, "Proceed?");
+    });
+  cache
+    .command("dedupe")
+    .description("hard-link identical LFS blobs (same sha256) under different repos, after re-hashing both")
+    .option("--dry-run", "print what would be linked, change nothing")
+    .option("--cache-dir <dir>", "cache root (default: $HF_HUB_CACHE, else $HF_HOME/hub)")
+    .action(async (f: CacheFlags) => {
+      const r = await dedupeCache(root(f), { dryRun: f.dryRun });
+      for (const w of r.warnings) ctx.stderr.write(`Warning: ${w}\n`);
+      for (const l of r.links)
+        ctx.stdout.write(
+          `${f.dryRun ? "would link" : "linked"} ${l.replaced} -> ${l.keep} (${formatCacheSize(l.bytes)})\n`,
+        );
+      ctx.stdout.write(
+        `${f.dryRun ? "Dry run: would save" : "Saved"} ${formatCacheSize(r.bytesSaved)} (${r.bytesSaved} bytes) in ${r.links.length} link(s).\n`,
+      );
     });
   cache
     .command("verify")

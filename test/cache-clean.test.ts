@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { type FakeHub, fileFromBuffer, makeRepo, pushCommit, randomBytesSeeded } from "./fakehub/index.js";
@@ -267,6 +267,53 @@ describe("hfget cache prune", () => {
       assert.match(o.stdout, /1 repo\(s\)/);
       assert.ok(!existsSync(betaDir));
       assert.ok(existsSync(join(dir, "snapshots", a.refs.main!)));
+    });
+  });
+});
+
+describe("hfget cache dedupe", () => {
+  it("hard-links the same sha256 blob under two repos after verifying both; saves what it reports", async () => {
+    const same = randomBytesSeeded(31, 120_000);
+    const r1 = makeRepo("org/one", [fileFromBuffer("w.safetensors", same, { lfs: true })]);
+    const r2 = makeRepo("org/two", [
+      fileFromBuffer("model.safetensors", same, { lfs: true }),
+      fileFromBuffer("other.bin", randomBytesSeeded(32, 1000), { lfs: true }),
+    ]);
+    await withHub([r1, r2], {}, async (hub) => {
+      const cache = tempDir("hfget-dedupe-");
+      const env = cleanEnv({ HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache });
+      for (const id of ["org/one", "org/two"]) {
+        const r = await runCli([id, "--quiet"], { env });
+        assert.equal(r.code, 0, show(r));
+      }
+      const id = readdirSync(join(repoCacheDir(cache, "model", "org/one"), "blobs"))[0]!;
+      const b1 = join(repoCacheDir(cache, "model", "org/one"), "blobs", id);
+      const b2 = join(repoCacheDir(cache, "model", "org/two"), "blobs", id);
+      assert.notEqual(statSync(b1).ino, statSync(b2).ino);
+      const dry = await runCli(["cache", "dedupe", "--dry-run"], { env });
+      assert.equal(dry.code, 0, show(dry));
+      assert.match(dry.stdout, /would save 120\.0K \(120000 bytes\) in 1 link/);
+      assert.notEqual(statSync(b1).ino, statSync(b2).ino);
+
+      // A flipped byte in one copy: not linked, reported.
+      const bad = Buffer.from(same);
+      bad[5]! ^= 1;
+      writeFileSync(b2, bad);
+      const refused = await runCli(["cache", "dedupe"], { env });
+      assert.equal(refused.code, 0, show(refused));
+      assert.match(refused.stderr, /not linked: .* does not hash to its name/);
+      assert.notEqual(statSync(b1).ino, statSync(b2).ino);
+      writeFileSync(b2, same);
+
+      const r = await runCli(["cache", "dedupe"], { env });
+      assert.equal(r.code, 0, show(r));
+      assert.match(r.stdout, /Saved 120\.0K \(120000 bytes\) in 1 link\(s\)/);
+      assert.equal(statSync(b1).ino, statSync(b2).ino);
+      assert.equal(statSync(b1).nlink, 2);
+      const v = await runCli(["cache", "verify", "--quiet"], { env });
+      assert.equal(v.code, 0, show(v));
+      const again = await runCli(["cache", "dedupe"], { env });
+      assert.match(again.stdout, /Saved 0\.0 \(0 bytes\) in 0 link\(s\)/);
     });
   });
 });
