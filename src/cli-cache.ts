@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
-import { dedupeCache } from "./cache/dedupe.js";
 import { type CleanPlan, executeCleanPlan, parseAge, planPrune, planRm } from "./cache/clean.js";
+import { dedupeCache } from "./cache/dedupe.js";
 import { type CacheScan, formatCacheSize, formatTimeSince, scanCache } from "./cache/scan.js";
 import { type CacheProblem, verifyCache } from "./cache/verify-cache.js";
 import type { CommandContext } from "./commands/context.js";
