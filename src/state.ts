@@ -4,7 +4,7 @@ import { openNoFollow } from "./cache/commit.js";
 import type { ByteRange } from "./fetch/range-set.js";
 
 /**
- * Resume state: a small versioned JSON file beside each `.incomplete` file, naming which byte
+ * Resume state: a small versioned JSON file beside each partial file (`.hfget-partial`), naming which byte
  * ranges are already written. Written to a temp name and renamed (never half a file), and at most
  * once per `minIntervalMs` unless flushed. A state whose size, hash or etag differs is discarded.
  */

@@ -251,7 +251,7 @@ describe("hfget <repo>: download into the cache", () => {
     }
     assert.equal(sha256File(join(dir, "model-00001.safetensors")), repo.commits[0]!.files[4]!.lfs!.sha256);
     const leftovers = tree(join(dir, ".cache")).filter(
-      (p) => p.includes("incomplete") || p.endsWith(".lock/"),
+      (p) => p.includes("incomplete") || p.includes("hfget-partial") || p.endsWith(".lock/"),
     );
     assert.deepEqual(leftovers, []);
     hub.clearLog();
@@ -314,7 +314,7 @@ describe("hfget <repo>: download into the cache", () => {
     const cache = tempDir();
     const file = throttled.commits[0]!.files[0]!;
     const sha = file.lfs!.sha256;
-    const statePath = join(repoCacheDir(cache, "model", "org/slow"), "blobs", `${sha}.incomplete.hfget.json`);
+    const statePath = join(repoCacheDir(cache, "model", "org/slow"), "blobs", `${sha}.hfget-partial.json`);
     // 4 connections x 1 MB/s: the 12 MiB file takes ~3 s; kill it once the state shows >= 40%.
     hub.faults.push({ server: "cdn", fault: { type: "throttle", bytesPerSec: 1_000_000 } });
     let done: [number, number][] = [];
@@ -381,7 +381,7 @@ describe("hfget <repo>: download into the cache", () => {
     const cache = tempDir();
     const file = throttled.commits[0]!.files[0]!;
     const blobs = join(repoCacheDir(cache, "model", "org/slow"), "blobs");
-    const statePath = join(blobs, `${file.lfs!.sha256}.incomplete.hfget.json`);
+    const statePath = join(blobs, `${file.lfs!.sha256}.hfget-partial.json`);
     hub.faults.push({ server: "cdn", fault: { type: "throttle", bytesPerSec: 1_000_000 } });
     const r = await runCli(
       ["org/slow", "--mirror", hub.url, "--cache-dir", cache, "--connections", "4", "--chunk-size", "1M"],

@@ -346,9 +346,9 @@ describe("faults: flaky servers", () => {
         ),
         [],
       );
-      const incomplete = join(repoDir, "blobs", `${sha}.incomplete`);
+      const incomplete = join(repoDir, "blobs", `${sha}.hfget-partial`);
       assert.deepEqual(
-        resumeStateProblems(incomplete, `${incomplete}.hfget.json`, contentOf(fx, "model.safetensors")),
+        resumeStateProblems(incomplete, `${incomplete}.json`, contentOf(fx, "model.safetensors")),
         [],
       );
     });
@@ -380,7 +380,7 @@ describe("faults: flaky servers", () => {
         // Nothing beyond the size was written: every blob and partial file has the file's size.
         for (const f of fx.files) {
           const id = f.lfs?.sha256 ?? f.gitOid;
-          for (const name of [id, `${id}.incomplete`]) {
+          for (const name of [id, `${id}.hfget-partial`]) {
             const p = join(repoDir, "blobs", name);
             if (existsSync(p)) assert.equal(statSync(p).size, f.size, `${f.path}: ${name}`);
           }
@@ -442,7 +442,7 @@ describe("faults: content that changes", () => {
         ];
         // First run: slow, so it is stopped part way, with resume state on disk.
         hub.faults.push({ fault: { type: "throttle", bytesPerSec: 256 * 1024 } });
-        const states = ["model.safetensors", "data.bin"].map((p) => join(meta, `${p}.incomplete.hfget.json`));
+        const states = ["model.safetensors", "data.bin"].map((p) => join(meta, `${p}.hfget-partial.json`));
         const hasProgress = () => states.every((s) => (readState(s)?.done.length ?? 0) > 0);
         let waited: Promise<void> | undefined;
         const first = await runCli(args, {
@@ -476,8 +476,8 @@ describe("faults: content that changes", () => {
         for (const [path, bytes] of newContent) {
           const got = readFileSync(join(local, path));
           assert.ok(got.equals(bytes), `${path}: wrong bytes (sha256 ${sha256Hex(got)})`);
-          assert.equal(existsSync(join(meta, `${path}.incomplete`)), false, path);
-          assert.equal(existsSync(join(meta, `${path}.incomplete.hfget.json`)), false, path);
+          assert.equal(existsSync(join(meta, `${path}.hfget-partial`)), false, path);
+          assert.equal(existsSync(join(meta, `${path}.hfget-partial.json`)), false, path);
           const metadata = readFileSync(join(meta, `${path}.metadata`), "utf8").split("\n");
           assert.equal(metadata[0], commit, path);
         }
@@ -672,13 +672,13 @@ describe("faults: local disk", () => {
       const done = new Map<string, [number, number][]>();
       for (const path of ["a.safetensors", "b.safetensors"]) {
         const sha = fileOf(fx, path).lfs?.sha256 ?? "";
-        const incomplete = join(repoDir, "blobs", `${sha}.incomplete`);
+        const incomplete = join(repoDir, "blobs", `${sha}.hfget-partial`);
         assert.deepEqual(
-          resumeStateProblems(incomplete, `${incomplete}.hfget.json`, contentOf(fx, path)),
+          resumeStateProblems(incomplete, `${incomplete}.json`, contentOf(fx, path)),
           [],
           path,
         );
-        const st = readState(`${incomplete}.hfget.json`);
+        const st = readState(`${incomplete}.json`);
         if (st !== undefined) done.set(sha, st.done);
       }
 

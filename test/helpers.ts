@@ -4,6 +4,7 @@ import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { isPartialName } from "../src/cache/paths.js";
 import { type FakeHub, type FakeRepo, type StartOptions, startFakeHub } from "./fakehub/index.js";
 
 /** The repo's top folder (tests run from dist/test/). */
@@ -166,9 +167,12 @@ export function walk(dir: string): string[] {
   return out.sort();
 }
 
-/** Scratch files of a download (partial bytes, resume state, temp names, locks): not finished blobs. */
+/**
+ * Scratch files of a download (partial bytes, resume state, temp names, locks): not finished blobs.
+ * `.incomplete` files are huggingface_hub's partial files.
+ */
 export function isScratchName(name: string): boolean {
-  return /\.incomplete$|\.incomplete\.hfget\.json(\.tmp)?$|\.tmp$|\.lock$/.test(name);
+  return isPartialName(name) || /\.incomplete$|\.tmp$|\.lock$/.test(name);
 }
 
 /**

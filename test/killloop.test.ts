@@ -71,9 +71,9 @@ describe("kill -9 loop", () => {
         String(CONNECTIONS),
       ];
       const repoDir = repoCacheDir(cache, "model", "org/killed");
-      const incomplete = join(repoDir, "blobs", `${sha}.incomplete`);
-      const statePath = `${incomplete}.hfget.json`;
-      const dataIncomplete = join(repoDir, "blobs", `${files[1]!.gitOid}.incomplete`);
+      const incomplete = join(repoDir, "blobs", `${sha}.hfget-partial`);
+      const statePath = `${incomplete}.json`;
+      const dataIncomplete = join(repoDir, "blobs", `${files[1]!.gitOid}.hfget-partial`);
       const random = mulberry32(SEED);
       const kills: KillRecord[] = [];
       let finishedEarly = false;

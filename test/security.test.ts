@@ -192,9 +192,9 @@ describe("security: planted symlinks in --local-dir", () => {
       mkdirSync(meta, { recursive: true });
       symlinkSync(planted.config, join(local, "config.json"));
       symlinkSync(planted.meta, join(meta, "config.json.metadata"));
-      symlinkSync(planted.incomplete, join(meta, "model.safetensors.incomplete"));
-      symlinkSync(planted.state, join(meta, "model.safetensors.incomplete.hfget.json"));
-      symlinkSync(planted.stateTmp, join(meta, "model.safetensors.incomplete.hfget.json.tmp"));
+      symlinkSync(planted.incomplete, join(meta, "model.safetensors.hfget-partial"));
+      symlinkSync(planted.state, join(meta, "model.safetensors.hfget-partial.json"));
+      symlinkSync(planted.stateTmp, join(meta, "model.safetensors.hfget-partial.json.tmp"));
 
       const r = await runCli(
         ["org/links", "--mirror", hub.url, "--local-dir", local, "--chunk-size", "256K"],
@@ -273,7 +273,7 @@ describe("security: planted symlinks in --local-dir", () => {
       const sha = files[2]?.lfs?.sha256 ?? "";
       mkdirSync(join(repoDir, "blobs"), { recursive: true });
       writeFileSync(join(outside, "x"), "ORIGINAL");
-      symlinkSync(join(outside, "x"), join(repoDir, "blobs", `${sha}.incomplete`));
+      symlinkSync(join(outside, "x"), join(repoDir, "blobs", `${sha}.hfget-partial`));
       const r = await runCli(
         ["org/bloblink", "--mirror", hub.url, "--cache-dir", cache, "--chunk-size", "256K"],
         {
@@ -503,7 +503,7 @@ describe("security: the token", () => {
       );
       assert.equal(r2.code, EXIT.NETWORK, show(r2));
       assert.ok(
-        walk(c2).some((p) => p.endsWith(".incomplete.hfget.json")),
+        walk(c2).some((p) => p.endsWith(".hfget-partial.json")),
         `no resume state was left to scan\n${walk(c2).join("\n")}`,
       );
       runs.r2 = r2.stdout + r2.stderr;

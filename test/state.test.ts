@@ -14,7 +14,7 @@ function state(done: [number, number][]): ResumeState {
 describe("resume state", () => {
   it("round-trips, and discards a state of another size, hash, version or with bad ranges", async () => {
     const dir = tempDir();
-    const path = join(dir, "x.incomplete.hfget.json");
+    const path = join(dir, "x.hfget-partial.json");
     let done: [number, number][] = [[0, 100]];
     const w = new StateWriter(path, () => state(done));
     await w.flush();

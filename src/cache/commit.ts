@@ -23,16 +23,20 @@ import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "./paths.js"
 
 /** Where one file's bytes go while downloading, and how they are made visible once verified. */
 export interface Placement {
+  /** The partial file (paths.ts names it: never a name huggingface_hub takes as its own). */
   readonly incomplete: string;
   readonly state: string;
   readonly lock: string;
   /** The path the user sees (snapshot file or local-dir file). */
   readonly location: string;
-  /** Already there and trustworthy (makes the snapshot link if only that is missing). */
+  /**
+   * Already there and trustworthy (makes the snapshot link if only that is missing). A file of
+   * another size than listed is never present: it is fetched again and replaced.
+   */
   isPresent(): Promise<boolean>;
-  /** Makes the folder of the `.incomplete` file, checked against planted symlinks. */
+  /** Makes the folder of the partial file, checked against planted symlinks. */
   prepare(): Promise<void>;
-  /** Moves the verified `.incomplete` into place. */
+  /** Moves the verified partial file into place (the only way a file becomes `blobs/<id>`). */
   commit(): Promise<void>;
 }
 

@@ -1,84 +1,149 @@
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { hostname } from "node:os";
+import { constants } from "node:fs";
+import { type FileHandle, mkdir, open, rm, rmdir } from "node:fs/promises";
+import { constants as os } from "node:os";
 import { dirname } from "node:path";
-import lockfile from "proper-lockfile";
+import koffi from "koffi";
+import { HfgetError } from "../errors.js";
 
 /**
- * One lock per blob, so two hfget processes on one cache never write the same `.incomplete` file.
- * proper-lockfile (mkdir-based, mtime refreshed while held, stale after 20 s) does the locking.
- * Beside it, `<lock>.owner` names the holder's host and pid: a lock whose holder on this host is
- * gone (kill -9) is taken over at once, so a rerun does not wait for staleness.
- * Not the flock huggingface_hub's filelock uses.
+ * The lock huggingface_hub takes: an exclusive BSD `flock(2)` on a regular file that is never
+ * deleted, `<cache>/.locks/<repo folder>/<blob id>.lock` or
+ * `<local-dir>/.cache/huggingface/download/<path>.lock` (filelock's UnixFileLock, which
+ * huggingface_hub's WeakFileLock wraps). Taking the same lock on the same file makes hfget and
+ * Python wait for each other. It must be flock, not fcntl record locks: on Linux the two kinds do
+ * not see each other. Node has no flock, so it is called from libc through koffi (prebuilt FFI).
+ * The kernel drops the lock when its holder dies (even kill -9), so there is nothing to take over.
  */
 export type Release = () => Promise<void>;
 
-export const LOCK_STALE_MS = 20_000;
+// Same values on Linux, macOS and the BSDs (<sys/file.h>).
+const LOCK_SH = 1;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const LOCK_UN = 8;
+/** What a non-blocking flock says when someone else holds the lock (EACCES on some filesystems). */
+const CONTENDED = new Set([os.errno.EWOULDBLOCK, os.errno.EAGAIN, os.errno.EACCES]);
+const LOCK_MODE = 0o664; // huggingface_hub's: group members sharing a cache can wait on it too
 
-interface Owner {
-  host: string;
-  pid: number;
+type Flock = (fd: number, operation: number) => number;
+let flockFn: Flock | undefined;
+
+function flock(fd: number, operation: number): number {
+  if (flockFn === undefined) {
+    if (process.platform === "win32") {
+      throw new HfgetError("DISK", "file locks are not supported on Windows yet", {
+        hint: "run hfget on Linux or macOS",
+      });
+    }
+    // dlopen(NULL): the process itself, whose libc (or libSystem) has flock.
+    flockFn = koffi.load(null).func("int flock(int fd, int operation)") as Flock;
+  }
+  return flockFn(fd, operation);
 }
 
-const HOST = hostname();
-/** Lock folders made by this process: one mkdir -p per folder, not per file. */
-const madeDirs = new Set<string>();
+function lockError(path: string, code: string, cause?: unknown): HfgetError {
+  return new HfgetError("DISK", `cannot lock ${path}: ${code}`, {
+    hint: "check the permissions of the cache folder (or remove that path if it is not a regular file)",
+    cause,
+  });
+}
 
-function isAlive(pid: number): boolean {
+function errnoName(n: number): string {
+  return Object.entries(os.errno).find(([, v]) => v === n)?.[0] ?? `errno ${n}`;
+}
+
+/** Opens (creating) the lock file without following a symlink at its name. */
+async function openLockFile(lockPath: string): Promise<FileHandle> {
+  const flags = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
   try {
-    process.kill(pid, 0);
-    return true;
+    return await open(lockPath, flags, LOCK_MODE);
   } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as { code?: string }).code === "EPERM";
-  }
-}
-
-async function holderIsGone(lockPath: string): Promise<boolean> {
-  try {
-    const owner = JSON.parse(await readFile(`${lockPath}.owner`, "utf8")) as Partial<Owner>;
-    return (
-      owner.host === HOST && typeof owner.pid === "number" && owner.pid !== process.pid && !isAlive(owner.pid)
-    );
-  } catch {
-    return false; // no owner file: leave it to staleness
-  }
-}
-
-async function lockOnce(lockPath: string): Promise<Release | undefined> {
-  try {
-    const release = await lockfile.lock(lockPath, {
-      lockfilePath: lockPath,
-      realpath: false,
-      stale: LOCK_STALE_MS,
-      update: LOCK_STALE_MS / 4,
-      retries: 0,
-      // If our lock was taken over (we stalled for longer than `stale`), keep going: every write
-      // into the cache is an atomic rename of verified bytes, so the worst case is work done twice.
-      onCompromised: () => undefined,
-    });
-    const owner: Owner = { host: HOST, pid: process.pid };
-    await writeFile(`${lockPath}.owner`, JSON.stringify(owner)).catch(() => undefined);
-    return async () => {
+    const code = (err as { code?: string }).code ?? "";
+    if (code === "EACCES") {
+      // Another user's lock file in a shared cache: a read-only descriptor can hold a flock too.
+      try {
+        return await open(lockPath, constants.O_RDONLY | constants.O_NOFOLLOW);
+      } catch (err2) {
+        throw lockError(lockPath, (err2 as { code?: string }).code ?? String(err2), err2);
+      }
+    }
+    if (code === "EISDIR") {
+      // hfget before 0.2 locked with an (empty) folder here, plus a `.owner` file beside it;
+      // both clients need a file at this name. Remove only an empty folder.
       await rm(`${lockPath}.owner`, { force: true }).catch(() => undefined);
-      await release().catch(() => undefined);
-    };
+      try {
+        await rmdir(lockPath);
+        return await open(lockPath, flags, LOCK_MODE);
+      } catch (err2) {
+        throw lockError(lockPath, (err2 as { code?: string }).code ?? String(err2), err2);
+      }
+    }
+    throw lockError(lockPath, code || String(err), err);
+  }
+}
+
+/**
+ * Takes the exclusive lock without waiting: the release function, or undefined when another
+ * process (hfget or huggingface_hub) holds it. The lock file stays (never delete it: a waiter
+ * holding the old inode would no longer exclude a newcomer on a new one).
+ */
+export async function tryLock(lockPath: string): Promise<Release | undefined> {
+  try {
+    await mkdir(dirname(lockPath), { recursive: true });
   } catch (err) {
-    if ((err as { code?: string }).code === "ELOCKED") return undefined;
+    throw lockError(lockPath, (err as { code?: string }).code ?? String(err), err);
+  }
+  const fh = await openLockFile(lockPath);
+  let rc: number;
+  try {
+    rc = flock(fh.fd, LOCK_EX | LOCK_NB);
+  } catch (err) {
+    await fh.close();
     throw err;
   }
+  if (rc !== 0) {
+    const errno = koffi.errno();
+    await fh.close();
+    if (CONTENDED.has(errno)) return undefined;
+    throw lockError(lockPath, errnoName(errno));
+  }
+  // filelock drops a lock on a file that was unlinked meanwhile (it no longer excludes anyone).
+  if ((await fh.stat()).nlink === 0) {
+    await fh.close();
+    return undefined;
+  }
+  await fh.chmod(LOCK_MODE).catch(() => undefined); // as filelock does; not ours: leave it
+  let released = false;
+  return async () => {
+    if (released) return;
+    released = true;
+    flock(fh.fd, LOCK_UN);
+    await fh.close().catch(() => undefined);
+  };
 }
 
-/** The release function, or undefined when another live process holds the lock. */
-export async function tryLock(lockPath: string): Promise<Release | undefined> {
-  const dir = dirname(lockPath);
-  if (!madeDirs.has(dir)) {
-    await mkdir(dir, { recursive: true });
-    madeDirs.add(dir);
+/**
+ * Whether some process holds the lock at `lockPath` (this one included, through another tryLock).
+ * A missing lock file is not held. Takes a shared lock for an instant, so it never blocks a holder.
+ */
+export async function isLocked(lockPath: string): Promise<boolean> {
+  let fh: FileHandle;
+  try {
+    fh = await open(lockPath, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? "";
+    if (code === "ENOENT") return false;
+    throw lockError(lockPath, code || String(err), err);
   }
-  const release = await lockOnce(lockPath);
-  if (release !== undefined) return release;
-  if (!(await holderIsGone(lockPath))) return undefined;
-  await rm(lockPath, { recursive: true, force: true });
-  await rm(`${lockPath}.owner`, { force: true });
-  return lockOnce(lockPath);
+  try {
+    if (flock(fh.fd, LOCK_SH | LOCK_NB) === 0) {
+      flock(fh.fd, LOCK_UN);
+      return false;
+    }
+    const errno = koffi.errno();
+    if (CONTENDED.has(errno)) return true;
+    throw lockError(lockPath, errnoName(errno));
+  } finally {
+    await fh.close();
+  }
 }
