@@ -571,7 +571,7 @@ export function evaluate(t: Target, inp: EvalInput): TargetResult {
       return {
         text,
         holds: worst <= t.maxMB,
-        detail: hfRows.map((r) => `${r.tool} ${fmt(r.maxRssMB, 0)} MB`).join(", ") + " (max over rounds)",
+        detail: `${hfRows.map((r) => `${r.tool} ${fmt(r.maxRssMB, 0)} MB`).join(", ")} (max over rounds)`,
       };
     }
     case "refetch": {
@@ -634,7 +634,7 @@ export function evaluate(t: Target, inp: EvalInput): TargetResult {
       return {
         text,
         holds: worst <= t.max,
-        detail: rows.map((r) => `${r.tool} ${fmt(r.cdnOverFetch, 3)}`).join(", ") + " (median over rounds)",
+        detail: `${rows.map((r) => `${r.tool} ${fmt(r.cdnOverFetch, 3)}`).join(", ")} (median over rounds)`,
       };
     }
   }
