@@ -82,6 +82,8 @@ function hfgetArgs(ctx: RunContext): string[] {
   const args = [ctx.repo.id, "--mirror", ctx.hubUrl];
   if (ctx.repo.type !== "model") args.push("--repo-type", ctx.repo.type);
   args.push(ctx.hfgetTarget === "local-dir" ? "--local-dir" : "--cache-dir", ctx.outDir, "--quiet");
+  // For experiments only (e.g. HFGET_BENCH_ARGS="--connections 4"); the reported runs leave it unset.
+  args.push(...(process.env.HFGET_BENCH_ARGS ?? "").split(" ").filter((a) => a !== ""));
   return args;
 }
 
