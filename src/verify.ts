@@ -64,11 +64,11 @@ export class HashPump {
     return this.#hashed;
   }
 
-  /** `pieces` (`length` bytes) were just written at `offset` (and already added to the written set). */
-  onWritten(offset: number, pieces: readonly Buffer[], length: number): void {
+  /** `buf` was just written at `offset` (and already added to the written set). */
+  onWritten(offset: number, buf: Buffer): void {
     if (!this.#busy && offset === this.#hashed) {
-      for (const p of pieces) this.#hash.update(p);
-      this.#hashed += length;
+      this.#hash.update(buf);
+      this.#hashed += buf.length;
       this.#wake();
     }
     this.kick();

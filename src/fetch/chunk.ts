@@ -19,20 +19,31 @@ export function chunkTask(start: number, end: number): ChunkTask {
 }
 
 /**
- * Body pieces are gathered up to this many bytes before one positional write: a 64 KiB write per
- * socket read cost ~20 µs of main-thread time each (0.7 s per 2 GiB). The pieces are undici's own
- * buffers, written with one writev: no copy into a block of ours, and a small file holds only its
- * own bytes (a 512 KiB block per request was 16-32 MB of RSS with 32 connections).
+ * Body pieces are gathered into blocks of this size before one positional write: a 64 KiB write
+ * per socket read cost ~20 µs of main-thread time each (0.7 s per 2 GiB). 512 KiB keeps most of
+ * that saving; 1 MiB saved no more and pushed peak RSS near 150 MB with 16 connections.
  */
 export const WRITE_BLOCK = 512 * 1024;
-/** writev takes at most IOV_MAX (1024 on Linux) pieces; socket reads are rarely under 16 KiB. */
-const MAX_PIECES = 256;
 
 /**
  * A block is also written when it has waited this long, so that on a slow link bytes reach the disk
  * (and the resume state) steadily instead of once per block: kill -9 then loses little either way.
  */
 export const WRITE_MAX_DELAY_MS = 20;
+
+/** Blocks are reused across requests: a fresh block per chunk request is garbage the GC is slow to return. */
+const freeBlocks: Buffer[] = [];
+const MAX_FREE_BLOCKS = 32;
+
+/** A block for `want` more bytes: a small file's request gets a buffer of its own size, not 512 KiB. */
+function takeBlock(want: number): Buffer {
+  if (want < WRITE_BLOCK) return Buffer.allocUnsafe(want);
+  return freeBlocks.pop() ?? Buffer.allocUnsafe(WRITE_BLOCK);
+}
+
+function giveBlock(b: Buffer): void {
+  if (b.length === WRITE_BLOCK && freeBlocks.length < MAX_FREE_BLOCKS) freeBlocks.push(b);
+}
 
 export type ChunkOutcome =
   /** The range (up to task.end) is written. */
@@ -56,8 +67,8 @@ export interface ChunkRequest {
   readonly expectEtag: string | undefined;
   /** Called once the answer's status and range are checked, before its body is read. */
   readonly onResponse?: (url: string, etag: string | undefined) => void;
-  /** Called after each write reached the file, with the pieces (in order, `length` bytes) written at `offset`. */
-  readonly onWritten: (offset: number, pieces: readonly Buffer[], length: number) => void;
+  /** Called after each write reached the file, with the bytes written at `offset`. */
+  readonly onWritten: (offset: number, buf: Buffer) => void;
 }
 
 /** 403 from a host other than the endpoint: a presigned CDN URL that expired. */
@@ -156,25 +167,19 @@ async function checkStatus(
   });
 }
 
-/** Writes `pieces` (`length` bytes in all) fully at `position`: one writev, more only after a short write. */
+/** Writes `buf` fully at `position`. */
 async function writeAll(
   fh: FileHandle,
-  pieces: readonly Buffer[],
-  length: number,
+  buf: Buffer,
   position: number,
   filePath: string,
   size: number,
 ): Promise<void> {
   let off = 0;
-  let rest: readonly Buffer[] = pieces;
-  while (off < length) {
+  while (off < buf.length) {
     try {
-      const { bytesWritten } =
-        rest.length === 1
-          ? await fh.write(rest[0]!, 0, rest[0]!.length, position + off)
-          : await fh.writev(rest, position + off);
+      const { bytesWritten } = await fh.write(buf, off, buf.length - off, position + off);
       off += bytesWritten;
-      if (off < length) rest = [Buffer.concat(pieces).subarray(off)];
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === "ENOSPC" || code === "EDQUOT") {
@@ -211,21 +216,19 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
   }
   req.onResponse?.(res.url, etag);
   task.received = task.pos;
-  let pieces: Buffer[] = [];
+  const block = takeBlock(task.end - task.pos);
   let fill = 0;
   let lastWrite = Date.now();
-  /** Writes the gathered pieces at task.pos. */
+  /** Writes the gathered block at task.pos; the block is free again afterwards. */
   const flush = async () => {
     if (fill === 0) return;
-    const out = pieces;
-    const n = fill;
-    pieces = [];
-    fill = 0;
-    await writeAll(req.fh, out, n, task.pos, req.filePath, req.size);
+    const bytes = block.subarray(0, fill);
+    await writeAll(req.fh, bytes, task.pos, req.filePath, req.size);
     const at = task.pos;
-    task.pos += n;
+    task.pos += fill;
+    fill = 0;
     lastWrite = Date.now();
-    req.onWritten(at, out, n);
+    req.onWritten(at, bytes);
   };
   try {
     for await (const data of res.body) {
@@ -233,18 +236,15 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
       // Never past task.end: it is the asked-for end, the file's size, or where a thief took over.
       const room = task.end - task.received;
       if (buf.length > room) buf = buf.subarray(0, room);
-      if (buf.length > 0) {
-        pieces.push(buf);
-        fill += buf.length;
-        task.received += buf.length;
+      while (buf.length > 0) {
+        const n = Math.min(buf.length, block.length - fill);
+        buf.copy(block, fill, 0, n);
+        fill += n;
+        task.received += n;
+        buf = buf.subarray(n);
+        if (fill === block.length) await flush();
       }
-      if (
-        fill >= WRITE_BLOCK ||
-        pieces.length >= MAX_PIECES ||
-        (fill > 0 && Date.now() - lastWrite >= WRITE_MAX_DELAY_MS)
-      ) {
-        await flush();
-      }
+      if (fill > 0 && Date.now() - lastWrite >= WRITE_MAX_DELAY_MS) await flush();
       if (task.received >= task.end) break;
     }
     await flush();
@@ -255,6 +255,8 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
     task.received = task.pos;
     if (err instanceof HfgetError) throw err;
     throw req.http.networkError(err, new URL(res.url), req.signal);
+  } finally {
+    giveBlock(block);
   }
   if (task.pos < task.end) {
     res.body.destroy();

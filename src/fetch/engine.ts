@@ -451,12 +451,12 @@ export class Engine {
               this.#notify();
             }
           },
-          onWritten: (offset, pieces, length) => {
+          onWritten: (offset, buf) => {
             if (job.generation !== generation) return;
-            job.written.add(offset, offset + length);
-            job.pump?.onWritten(offset, pieces, length);
-            job.state?.touch(length);
-            this.#ctx.emit({ type: "bytes", path: what, bytes: length });
+            job.written.add(offset, offset + buf.length);
+            job.pump?.onWritten(offset, buf);
+            job.state?.touch(buf.length);
+            this.#ctx.emit({ type: "bytes", path: what, bytes: buf.length });
           },
         });
         if (superseded()) return;
