@@ -8,13 +8,24 @@ export type { CliIO } from "./commands/index.js";
 
 const VERSION = "0.1.0";
 
+/** After a first SIGINT/SIGTERM the process ends within this long, done winding down or not. */
+const HARD_STOP_MS = 2000;
+
 export async function main(argv: readonly string[], io: CliIO = processIO()): Promise<number> {
   const controller = new AbortController();
   let interrupted = 0;
+  let hardStop: NodeJS.Timeout | undefined;
   const onSignal = () => {
     interrupted++;
     controller.abort(new HfgetError("INTERRUPTED", "interrupted"));
     if (interrupted > 1) process.exit(EXIT_CODES.INTERRUPTED);
+    // The abort lets every step save its state and stop; whatever does not (a syscall that never
+    // returns) must not keep the process alive: end it shortly after the first signal anyway.
+    hardStop ??= setTimeout(() => {
+      io.stderr.write("hfget: interrupted\n");
+      process.exit(EXIT_CODES.INTERRUPTED);
+    }, HARD_STOP_MS);
+    hardStop.unref();
   };
   const signals = io.signals ?? process;
   signals.on("SIGINT", onSignal);
@@ -69,6 +80,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   } finally {
     signals.off("SIGINT", onSignal);
     signals.off("SIGTERM", onSignal);
+    if (hardStop !== undefined) clearTimeout(hardStop);
   }
   if (controller.signal.aborted && exitCode !== EXIT_CODES.OK) exitCode = EXIT_CODES.INTERRUPTED;
   return exitCode;

@@ -3,7 +3,7 @@ import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { usageError } from "./errors.js";
 import type { ProxySettings } from "./hub/http.js";
-import { parseRepoArg, parseRepoType, type RepoRef, type RepoType } from "./repo.js";
+import { parseRepoArg, parseRepoType, type RepoRef, type RepoType, type UrlTarget } from "./repo.js";
 
 /** The environment hfget reads. Only this module looks at process.env. */
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -59,6 +59,12 @@ export interface Config extends EngineOptions {
   readonly json: boolean;
   readonly offline: boolean;
   readonly proxy: ProxySettings;
+  /** Progress output (off with HF_HUB_DISABLE_PROGRESS_BARS); --quiet also turns it off. */
+  readonly progress: boolean;
+  /** The file or folder a pasted URL names, and how its `<rev>/<path>` may split. */
+  readonly urlTarget: UrlTarget | undefined;
+  /** One-line notices for stderr (e.g. which endpoint won over a pasted URL's host). */
+  readonly notices: readonly string[];
 }
 
 /** What the CLI hands over: raw flag values, all optional. */
@@ -75,11 +81,15 @@ export interface RawOptions {
   cacheDir?: string | undefined;
   localDir?: string | undefined;
   force?: boolean | undefined;
+  /** huggingface-cli's name for --force. */
+  forceDownload?: boolean | undefined;
   dryRun?: boolean | undefined;
   quiet?: boolean | undefined;
   json?: boolean | undefined;
   connections?: string | number | undefined;
   maxFiles?: string | number | undefined;
+  /** huggingface-cli's name for --max-files (its thread pool downloads that many files at once). */
+  maxWorkers?: string | number | undefined;
   chunkSize?: string | number | undefined;
   retries?: string | number | undefined;
   timeout?: string | number | undefined;
@@ -122,14 +132,22 @@ export function defaultCacheDir(env: Env): string {
   return join(hfHome(env), "hub");
 }
 
-/** --token, else HF_TOKEN, else the file $HF_HOME/token. Empty values count as absent. */
+/** HF_TOKEN_PATH, else $HF_HOME/token (as huggingface_hub's constants.py). */
+export function tokenPath(env: Env): string {
+  return env.HF_TOKEN_PATH?.trim() ? resolve(env.HF_TOKEN_PATH.trim()) : join(hfHome(env), "token");
+}
+
+/**
+ * --token, else HF_TOKEN, else HUGGING_FACE_HUB_TOKEN (the older name), else the file
+ * $HF_TOKEN_PATH (default $HF_HOME/token): huggingface_hub's order. Empty values count as absent.
+ */
 export function resolveToken(flag: string | undefined, env: Env): string | undefined {
   const fromFlag = flag?.trim();
   if (fromFlag) return fromFlag;
-  const fromEnv = env.HF_TOKEN?.trim();
+  const fromEnv = env.HF_TOKEN?.trim() || env.HUGGING_FACE_HUB_TOKEN?.trim();
   if (fromEnv) return fromEnv;
   try {
-    const fromFile = readFileSync(join(hfHome(env), "token"), "utf8").trim();
+    const fromFile = readFileSync(tokenPath(env), "utf8").trim();
     return fromFile === "" ? undefined : fromFile;
   } catch {
     return undefined;
@@ -137,9 +155,46 @@ export function resolveToken(flag: string | undefined, env: Env): string | undef
 }
 
 export function resolveEndpoint(mirror: string | undefined, env: Env): string {
-  if (mirror !== undefined) return normalizeEndpoint(mirror, "--mirror");
-  if (env.HF_ENDPOINT?.trim()) return normalizeEndpoint(env.HF_ENDPOINT, "HF_ENDPOINT");
-  return DEFAULT_ENDPOINT;
+  return resolveEndpointFrom(mirror, env, undefined).endpoint;
+}
+
+/**
+ * --mirror/--endpoint, else HF_ENDPOINT, else the host of a pasted URL, else huggingface.co.
+ * When an explicit setting overrides a pasted URL's other host, `notice` says which one won.
+ */
+export function resolveEndpointFrom(
+  mirror: string | undefined,
+  env: Env,
+  urlOrigin: string | undefined,
+): { endpoint: string; notice?: string } {
+  const explicit =
+    mirror !== undefined
+      ? { endpoint: normalizeEndpoint(mirror, "--mirror"), from: "--mirror" }
+      : env.HF_ENDPOINT?.trim()
+        ? { endpoint: normalizeEndpoint(env.HF_ENDPOINT, "HF_ENDPOINT"), from: "HF_ENDPOINT" }
+        : undefined;
+  if (explicit === undefined) return { endpoint: urlOrigin ?? DEFAULT_ENDPOINT };
+  if (urlOrigin !== undefined && new URL(explicit.endpoint).origin !== urlOrigin) {
+    return {
+      endpoint: explicit.endpoint,
+      notice: `using ${explicit.endpoint} (${explicit.from}), not the URL's host ${urlOrigin}`,
+    };
+  }
+  return { endpoint: explicit.endpoint };
+}
+
+export type ColorMode = "always" | "never" | "auto";
+
+/** FORCE_COLOR (not 0/false) wins, then NO_COLOR (any non-empty value), then: colour on a terminal. */
+export function colorMode(env: Env): ColorMode {
+  const force = env.FORCE_COLOR;
+  if (force !== undefined) {
+    const v = force.trim().toLowerCase();
+    return v === "0" || v === "false" ? "never" : "always";
+  }
+  if (env.NO_COLOR !== undefined && env.NO_COLOR !== "") return "never";
+  if (env.TERM === "dumb") return "never";
+  return "auto";
 }
 
 const SIZE_UNITS: Record<string, number> = {
@@ -199,14 +254,24 @@ export function buildConfig(raw: RawOptions, env: Env): Config {
     raw.repoType === undefined ? undefined : parseRepoType(raw.repoType);
   const parsed = parseRepoArg(raw.repoId, typeOverride);
   const revision = checkRevision(raw.revision ?? parsed.revision ?? "main");
+  // An explicit --revision picks the revision; the URL still names its file or folder (its
+  // shortest split, as the path is then all that is left).
+  const urlTarget =
+    parsed.target === undefined || raw.revision === undefined
+      ? parsed.target
+      : { kind: parsed.target.kind, choices: [{ revision, path: parsed.target.choices.at(-1)?.path ?? "" }] };
+  const { endpoint, notice } = resolveEndpointFrom(raw.mirror ?? raw.endpoint, env, parsed.origin);
   const chunkSize = parseSize(raw.chunkSize ?? DEFAULTS.chunkSize, "--chunk-size");
   if (chunkSize < 64 * 1024 || chunkSize > 1024 ** 3) {
     throw usageError(`--chunk-size must be between 64KiB and 1GiB, got "${raw.chunkSize}"`);
   }
+  const envTimeout = env.HF_HUB_DOWNLOAD_TIMEOUT?.trim() ? env.HF_HUB_DOWNLOAD_TIMEOUT : undefined;
+  const timeoutRaw = raw.timeout ?? envTimeout;
+  const timeoutName = raw.timeout === undefined ? "HF_HUB_DOWNLOAD_TIMEOUT" : "--timeout";
   const timeoutSeconds =
-    raw.timeout === undefined ? DEFAULTS.timeoutSeconds : Number(String(raw.timeout).trim());
+    timeoutRaw === undefined ? DEFAULTS.timeoutSeconds : Number(String(timeoutRaw).trim());
   if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > 3600) {
-    throw usageError(`--timeout must be a number of seconds between 0 and 3600, got "${raw.timeout}"`);
+    throw usageError(`${timeoutName} must be a number of seconds between 0 and 3600, got "${timeoutRaw}"`);
   }
   const localDir = raw.localDir === undefined ? undefined : resolve(raw.localDir);
   if (raw.localDir !== undefined && raw.localDir.trim() === "") throw usageError("--local-dir is empty");
@@ -215,14 +280,14 @@ export function buildConfig(raw: RawOptions, env: Env): Config {
   const config: Config = {
     repo: parsed.repo,
     revision,
-    endpoint: resolveEndpoint(raw.mirror ?? raw.endpoint, env),
+    endpoint,
     token: resolveToken(raw.token, env),
     files,
     include: raw.include ?? [],
     exclude: raw.exclude ?? [],
     cacheDir: isAbsolute(cacheDir) ? cacheDir : resolve(cacheDir),
     localDir,
-    force: raw.force ?? false,
+    force: (raw.force ?? false) || (raw.forceDownload ?? false),
     dryRun: raw.dryRun ?? false,
     quiet: raw.quiet ?? false,
     json: raw.json ?? false,
@@ -233,10 +298,16 @@ export function buildConfig(raw: RawOptions, env: Env): Config {
       noProxy: env.NO_PROXY || env.no_proxy || undefined,
     },
     connections: parseIntFlag(raw.connections, "--connections", 1, 256, DEFAULTS.connections),
-    maxFiles: parseIntFlag(raw.maxFiles, "--max-files", 1, 256, DEFAULTS.maxFiles),
+    maxFiles:
+      raw.maxFiles === undefined && raw.maxWorkers !== undefined
+        ? parseIntFlag(raw.maxWorkers, "--max-workers", 1, 256, DEFAULTS.maxFiles)
+        : parseIntFlag(raw.maxFiles, "--max-files", 1, 256, DEFAULTS.maxFiles),
     chunkSize,
     retries: parseIntFlag(raw.retries, "--retries", 0, 100, DEFAULTS.retries),
     timeoutMs: Math.round(timeoutSeconds * 1000),
+    progress: !isTruthy(env.HF_HUB_DISABLE_PROGRESS_BARS),
+    urlTarget,
+    notices: notice === undefined ? [] : [notice],
   };
   return Object.freeze(config);
 }

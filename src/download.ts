@@ -1,19 +1,22 @@
-import { access, mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
+import { readFile, stat, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import pLimit from "p-limit";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
+import { diskError, makeDirs } from "./cache/dirs.js";
 import { cachePaths, localDirPaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import { HfgetError } from "./errors.js";
 import type { DownloadResult, EventSink, FileResult } from "./events.js";
 import { Engine, type FileWork } from "./fetch/engine.js";
-import { sleep as defaultSleep, type Sleep } from "./fetch/retry.js";
 import { makeFilter } from "./glob.js";
 import { listFiles } from "./hub/list-files.js";
-import { isCommitSha, resolveRevision } from "./hub/resolve-revision.js";
+import { resolveRevision } from "./hub/resolve-revision.js";
 import type { RepoFile } from "./hub/types.js";
+import { offlineSnapshot, recordComplete } from "./offline.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
+import { writeFileAtomic } from "./util/atomic-write.js";
+import { sleep as defaultSleep, type Sleep } from "./util/retry.js";
 
 export interface DownloadOptions {
   readonly signal?: AbortSignal;
@@ -21,8 +24,55 @@ export interface DownloadOptions {
   readonly sleep?: Sleep;
 }
 
+/**
+ * A pasted URL's `<rev>/<path>` tail, split as the hub means it: the longest revision that exists
+ * wins (`tree/release/1.x` is the branch `release/1.x` if there is one, else the folder `1.x` of
+ * `release`). A single way to split costs nothing extra.
+ */
+export async function resolveUrlRevision(
+  hub: Session["hub"],
+  config: Config,
+  signal: AbortSignal,
+): Promise<{ commit: string; revision: string; path: string }> {
+  const choices = config.urlTarget?.choices ?? [{ revision: config.revision, path: "" }];
+  for (const [i, c] of choices.entries()) {
+    try {
+      const { commit } = await resolveRevision(hub, config.repo, c.revision, signal);
+      return { commit, revision: c.revision, path: c.path };
+    } catch (err) {
+      const last = i === choices.length - 1;
+      if (last || !(err instanceof HfgetError) || err.code !== "REVISION_NOT_FOUND") throw err;
+    }
+  }
+  throw new HfgetError("REVISION_NOT_FOUND", `${repoLabel(config.repo)}: no revision`);
+}
+
+/** What a pasted URL's path narrows the run to: one file (blob/resolve) or a folder (tree). */
+export function urlFilter(config: Config, path: string): ((f: RepoFile) => boolean) | undefined {
+  if (config.urlTarget === undefined || path === "") return undefined;
+  if (config.urlTarget.kind === "file") return (f) => f.path === path;
+  const prefix = `${path.replace(/\/+$/, "")}/`;
+  return (f) => f.path.startsWith(prefix);
+}
+
 /** Picks the files to fetch: positional names exactly, else the include/exclude globs. */
-export function selectFiles(all: readonly RepoFile[], config: Config): RepoFile[] {
+export function selectFiles(all: readonly RepoFile[], config: Config, urlPath = ""): RepoFile[] {
+  const inUrl = urlFilter(config, urlPath);
+  if (inUrl !== undefined) {
+    const named = all.filter(inUrl);
+    if (named.length === 0) {
+      const what = config.urlTarget?.kind === "file" ? "no file" : "no folder";
+      throw new HfgetError(
+        "ENTRY_NOT_FOUND",
+        `${repoLabel(config.repo)}@${config.revision}: ${what} ${JSON.stringify(urlPath)}`,
+        { hint: "run `hfget ls` to see the files" },
+      );
+    }
+    const filter = makeFilter(config.include, config.exclude);
+    const extra = config.files.length > 0 ? selectFiles(all, { ...config, urlTarget: undefined }) : [];
+    const seen = new Set(extra.map((f) => f.path));
+    return [...named.filter((f) => filter(f.path) && !seen.has(f.path)), ...extra];
+  }
   if (config.files.length > 0) {
     const byPath = new Map(all.map((f) => [f.path, f]));
     const missing = config.files.filter((p) => !byPath.has(p));
@@ -37,7 +87,20 @@ export function selectFiles(all: readonly RepoFile[], config: Config): RepoFile[
     return config.files.map((p) => byPath.get(p)!).filter((f) => filter(f.path));
   }
   const filter = makeFilter(config.include, config.exclude);
-  return all.filter((f) => filter(f.path));
+  const picked = all.filter((f) => filter(f.path));
+  if (picked.length === 0 && all.length > 0 && (config.include.length > 0 || config.exclude.length > 0)) {
+    // huggingface-cli only warns and writes an empty snapshot; a script is better served by an error.
+    const globs = [
+      ...(config.include.length > 0 ? [`--include ${config.include.join(" ")}`] : []),
+      ...(config.exclude.length > 0 ? [`--exclude ${config.exclude.join(" ")}`] : []),
+    ].join(" ");
+    throw new HfgetError(
+      "ENTRY_NOT_FOUND",
+      `no file of ${repoLabel(config.repo)}@${config.revision} matches ${globs} (${all.length} files listed)`,
+      { hint: "run `hfget ls` to see the files; * crosses / as in fnmatch" },
+    );
+  }
+  return picked;
 }
 
 /** refs/<revision> holds the commit sha, with no trailing newline (huggingface_hub reads it raw). */
@@ -47,49 +110,23 @@ async function writeRef(path: string, commit: string): Promise<void> {
   } catch {
     // not there yet
   }
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, commit);
-  await rename(tmp, path);
+  await makeDirs(dirname(path));
+  await writeFileAtomic(path, commit);
 }
 
-/** HF_HUB_OFFLINE: answer from the cache alone, as huggingface_hub does. */
-async function offlineSnapshot(config: Config): Promise<DownloadResult> {
-  const paths = cachePaths(config.cacheDir, config.repo);
-  let commit = config.revision;
-  if (!isCommitSha(commit)) {
-    try {
-      commit = (await readFile(paths.ref(config.revision), "utf8")).trim();
-    } catch {
-      throw new HfgetError(
-        "OFFLINE",
-        `${repoLabel(config.repo)}@${config.revision} is not in the cache ${config.cacheDir}`,
-        {
-          hint: "HF_HUB_OFFLINE is set: unset it to download",
-        },
-      );
-    }
-  }
-  const dir = paths.snapshotDir(commit);
+/**
+ * `<local-dir>/.cache/huggingface/.gitignore` holding `*`, as huggingface_hub's _local_folder.py
+ * writes it (only when absent), so `git add .` in the local dir skips the metadata.
+ */
+async function writeLocalDirGitignore(localDir: string): Promise<void> {
+  const dir = join(localDir, ".cache", "huggingface");
+  await makeDirs(dir);
+  const path = join(dir, ".gitignore");
   try {
-    await access(dir);
-  } catch {
-    throw new HfgetError("OFFLINE", `snapshot ${commit} of ${repoLabel(config.repo)} is not in the cache`, {
-      hint: "HF_HUB_OFFLINE is set: unset it to download",
-    });
+    await writeFile(path, "*", { flag: "wx" });
+  } catch (err) {
+    if ((err as { code?: string }).code !== "EEXIST") throw diskError(err, path, "cannot write");
   }
-  return {
-    repo: config.repo.id,
-    repoType: config.repo.type,
-    revision: config.revision,
-    commit,
-    path: dir,
-    files: [],
-    bytesTotal: 0,
-    bytesDownloaded: 0,
-    seconds: 0,
-    dryRun: false,
-  };
 }
 
 /**
@@ -104,19 +141,22 @@ export async function download(
   const started = Date.now();
   const emit: EventSink = opts.onEvent ?? (() => undefined);
   const signal = opts.signal ?? new AbortController().signal;
-  if (config.offline) {
-    if (config.localDir !== undefined) {
-      throw new HfgetError("OFFLINE", "HF_HUB_OFFLINE is set: cannot fill --local-dir without the network");
-    }
-    return offlineSnapshot(config);
-  }
+  if (config.offline) return offlineSnapshot(config);
   const { hub } = session;
-  const { commit } = await resolveRevision(hub, config.repo, config.revision, signal);
+  // Fail on an unwritable target before any network work: one DISK line naming the path.
+  if (!config.dryRun) {
+    const target = config.localDir ?? cachePaths(config.cacheDir, config.repo).repoDir;
+    await makeDirs(target);
+    if (config.localDir !== undefined) await writeLocalDirGitignore(config.localDir);
+  }
+  const resolved = await resolveUrlRevision(hub, config, signal);
+  const { commit } = resolved;
+  if (resolved.revision !== config.revision) config = { ...config, revision: resolved.revision };
   emit({ type: "resolved", commit });
   const all: RepoFile[] = [];
   for await (const f of listFiles(hub, config.repo, commit, { signal })) all.push(f);
   emit({ type: "listed", files: all.length });
-  const files = selectFiles(all, config);
+  const files = selectFiles(all, config, resolved.path);
 
   const cache = cachePaths(config.cacheDir, config.repo);
   const local = config.localDir === undefined ? undefined : localDirPaths(config.localDir);
@@ -150,11 +190,15 @@ export async function download(
     return summary(config, commit, outPath, results, bytesTotal, 0, started, true);
   }
 
-  await mkdir(root, { recursive: true });
+  const lockDirs = new Set(works.map((w) => dirname(w.placement.lock)));
   if (local) {
-    // The engine takes each file's lock (a folder under .cache/huggingface/download) before the
-    // placement checks its folders: check those first, so a planted symlink cannot lead it outside.
-    for (const dir of new Set(works.map((w) => dirname(w.placement.lock)))) await dirs.ensure(dir);
+    // The engine takes each file's lock (under .cache/huggingface/download) before the placement
+    // checks its folders: check those first, so a planted symlink cannot lead it outside.
+    for (const dir of lockDirs) await dirs.ensure(dir);
+  } else {
+    // Made here for every run (one folder per repo): a folder remembered from an earlier run in
+    // this process may have been removed since (the cache deleted between two library calls).
+    for (const dir of lockDirs) await makeDirs(dir);
   }
   let bytesDownloaded = 0;
   const engine = new Engine(
@@ -187,12 +231,20 @@ export async function download(
     const more =
       failed.length > 1 ? ` (and ${failed.length - 1} more file${failed.length > 2 ? "s" : ""} failed)` : "";
     const err = first ?? new HfgetError("NETWORK", `${failed[0]!.file.path} was not downloaded`);
+    if (err.code === "GATED") {
+      // Access is per repo, not per file: name the repo.
+      throw new HfgetError("GATED", `${repoLabel(config.repo)}: the repository is gated`, {
+        hint: err.hint,
+        cause: err,
+      });
+    }
     throw new HfgetError(err.code, `${err.message}${more}`, { hint: err.hint, cause: err });
   }
   if (!local && config.revision !== commit) {
     await writeRef(cache.ref(config.revision), commit);
   }
-  if (!local) await mkdir(cache.snapshotDir(commit), { recursive: true });
+  if (!local) await makeDirs(cache.snapshotDir(commit));
+  await recordComplete(config, cache.repoDir, commit, all, files.length === all.length);
   return summary(config, commit, outPath, results, bytesTotal, bytesDownloaded, started, false);
 }
 

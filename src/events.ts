@@ -15,6 +15,8 @@ export type DownloadEvent =
     }
   /** New bytes written for a file (a delta). */
   | { readonly type: "bytes"; readonly path: string; readonly bytes: number }
+  /** The in-order prefix written and hashed so far grew to `bytes` (absolute). */
+  | { readonly type: "prefix"; readonly path: string; readonly bytes: number }
   | {
       readonly type: "retry";
       readonly path: string;
@@ -22,6 +24,8 @@ export type DownloadEvent =
       readonly delayMs: number;
       readonly reason: string;
     }
+  /** The file waits for its lock, held by another process (hfget or huggingface_hub) fetching it. */
+  | { readonly type: "lock-wait"; readonly path: string; readonly lock: string }
   | { readonly type: "verify-failed"; readonly path: string; readonly willRetry: boolean }
   | { readonly type: "file-done"; readonly path: string; readonly size: number; readonly status: FileStatus };
 

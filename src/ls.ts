@@ -5,6 +5,7 @@ import { makeFilter } from "./glob.js";
 import { listFiles } from "./hub/list-files.js";
 import { resolveRevision } from "./hub/resolve-revision.js";
 import { blobId, expectedHash } from "./hub/types.js";
+import { offlineLs } from "./offline.js";
 import type { RepoRef } from "./repo.js";
 import type { Session } from "./session.js";
 
@@ -27,6 +28,7 @@ export interface LsResult {
 
 /** Lists the files of a repo at a revision, filtered like a download would be. */
 export async function ls(config: Config, session: Session, signal?: AbortSignal): Promise<LsResult> {
+  if (config.offline) return offlineLs(config);
   const { commit } = await resolveRevision(session.hub, config.repo, config.revision, signal);
   const filter = makeFilter(config.include, config.exclude);
   const paths = cachePaths(config.cacheDir, config.repo);

@@ -1,8 +1,8 @@
 import type { Dispatcher } from "undici";
 import type { Config } from "./config.js";
-import { DEFAULT_RETRY_POLICY, type Sleep } from "./fetch/retry.js";
 import { HubClient } from "./hub/client.js";
 import { createDispatcher, HttpClient } from "./hub/http.js";
+import { DEFAULT_RETRY_POLICY, type Sleep } from "./util/retry.js";
 
 export interface SessionDeps {
   /** Inject a dispatcher (tests); otherwise one keep-alive Agent is created for the session. */

@@ -1,7 +1,6 @@
-import { constants } from "node:fs";
-import { readFile, rename, rm } from "node:fs/promises";
-import { openNoFollow } from "./cache/commit.js";
-import type { ByteRange } from "./fetch/range-set.js";
+import { readFile, rm } from "node:fs/promises";
+import { writeFileAtomic } from "./util/atomic-write.js";
+import type { ByteRange } from "./util/range-set.js";
 
 /**
  * Resume state: a small versioned JSON file beside each partial file (`.hfget-partial`), naming which byte
@@ -127,15 +126,10 @@ export class StateWriter {
       this.#queued = false;
       this.#unsaved = 0;
       this.#lastWrite = Date.now();
-      const tmp = `${this.#path}.tmp`;
       try {
-        const fh = await openNoFollow(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC);
-        try {
-          await fh.writeFile(JSON.stringify(this.#snapshot()));
-        } finally {
-          await fh.close();
-        }
-        await rename(tmp, this.#path);
+        await writeFileAtomic(this.#path, JSON.stringify(this.#snapshot()), {
+          fixedTmp: `${this.#path}.tmp`,
+        });
       } catch {
         // Losing one state write costs at most a re-fetch of what it would have recorded.
       }

@@ -1,8 +1,8 @@
 import { createHash, type Hash } from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 import { open } from "node:fs/promises";
-import type { RangeSet } from "./fetch/range-set.js";
 import type { ExpectedHash } from "./hub/types.js";
+import type { RangeSet } from "./util/range-set.js";
 
 /** sha256 of the content, or git's blob sha1: sha1("blob <size>\0" + content). */
 export function createContentHash(expected: ExpectedHash, size: number): Hash {
@@ -52,8 +52,17 @@ export class HashPump {
   #failed: unknown;
   #waiters: (() => void)[] = [];
   #buf: Buffer | undefined;
+  readonly #onPrefix: ((bytes: number) => void) | undefined;
 
-  constructor(fh: FileHandle, size: number, expected: ExpectedHash, written: RangeSet) {
+  /** `onPrefix` hears the in-order hashed prefix each time it grows (hfget serve streams it). */
+  constructor(
+    fh: FileHandle,
+    size: number,
+    expected: ExpectedHash,
+    written: RangeSet,
+    onPrefix?: (bytes: number) => void,
+  ) {
+    this.#onPrefix = onPrefix;
     this.#fh = fh;
     this.#size = size;
     this.#written = written;
@@ -102,11 +111,13 @@ export class HashPump {
       if (bytesRead === 0) throw new Error("file shorter than its written ranges");
       this.#hash.update(buf.subarray(0, bytesRead));
       this.#hashed += bytesRead;
+      this.#onPrefix?.(this.#hashed);
       if (this.#hashed >= until) until = this.#written.coveredUntil(this.#hashed);
     }
   }
 
   #wake(): void {
+    this.#onPrefix?.(this.#hashed);
     const w = this.#waiters;
     this.#waiters = [];
     for (const f of w) f();

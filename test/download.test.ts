@@ -117,6 +117,9 @@ describe("hfget <repo>: download into the cache", () => {
         `snapshots/${commit}/tokenizer/deep/`,
         `snapshots/${commit}/tokenizer/deep/merges.txt`,
         `snapshots/${commit}/tokenizer/vocab.txt`,
+        // the whole repo was downloaded: its file list, for huggingface_hub's offline mode
+        "trees/",
+        `trees/${commit}.json`,
       ].sort(),
     );
     // LFS bytes come from the CDN in ranges; the token-less hub answered resolve once per file.

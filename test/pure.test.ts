@@ -3,17 +3,17 @@ import { describe, it } from "node:test";
 import { blobLinkTarget, cachePaths, localDirPaths } from "../src/cache/paths.js";
 import { HfgetError, redact } from "../src/errors.js";
 import { parseContentRange, rangeHeader } from "../src/fetch/content-range.js";
-import { RangeSet, splitRanges } from "../src/fetch/range-set.js";
+import { makeFilter } from "../src/glob.js";
+import { keepEndpoint, nextLink } from "../src/hub/list-files.js";
+import { checkRepoPath } from "../src/hub/paths.js";
+import { RangeSet, splitRanges } from "../src/util/range-set.js";
 import {
   backoffDelay,
   DEFAULT_RETRY_POLICY,
   parseRetryAfter,
   retryDelay,
   withRetry,
-} from "../src/fetch/retry.js";
-import { makeFilter } from "../src/glob.js";
-import { keepEndpoint, nextLink } from "../src/hub/list-files.js";
-import { checkRepoPath } from "../src/hub/paths.js";
+} from "../src/util/retry.js";
 
 describe("glob (fnmatch semantics)", () => {
   it("lets * cross folders like huggingface_hub", () => {

@@ -1,24 +1,10 @@
-import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
-import {
-  copyFile,
-  type FileHandle,
-  lstat,
-  mkdir,
-  open,
-  readFile,
-  readlink,
-  realpath,
-  rename,
-  rm,
-  stat,
-  symlink,
-  writeFile,
-} from "node:fs/promises";
+import { copyFile, lstat, readFile, readlink, realpath, rename, rm, stat, symlink } from "node:fs/promises";
 import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
+import { openNoFollow, tmpName, writeFileAtomic } from "../util/atomic-write.js";
 import { fileMatches } from "../verify.js";
+import { makeDirs } from "./dirs.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "./paths.js";
 
 /** Where one file's bytes go while downloading, and how they are made visible once verified. */
@@ -40,10 +26,6 @@ export interface Placement {
   commit(): Promise<void>;
 }
 
-function tmpName(path: string): string {
-  return `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-}
-
 /** Refuses to write through a symlinked folder that leads out of `root` (a planted symlink). */
 async function checkInside(root: string, dir: string): Promise<void> {
   const r = await realpath(root);
@@ -58,7 +40,7 @@ async function checkInside(root: string, dir: string): Promise<void> {
   while (!(await exists(existing)) && dirname(existing) !== existing) existing = dirname(existing);
   const e = await realpath(existing);
   if (!inside(e)) throw refuse(e);
-  await mkdir(dir, { recursive: true });
+  await makeDirs(dir);
   const d = await realpath(dir);
   if (!inside(d)) throw refuse(d);
 }
@@ -191,9 +173,7 @@ export function localDirPlacement(
   const expected = expectedHash(file);
   const writeMetadata = async () => {
     await dirs.ensure(dirname(metadata));
-    const tmp = tmpName(metadata);
-    await writeFile(tmp, `${commit}\n${expected.hex}\n${Date.now() / 1000}\n`);
-    await rename(tmp, metadata);
+    await writeFileAtomic(metadata, `${commit}\n${expected.hex}\n${Date.now() / 1000}\n`);
   };
   const incomplete = paths.incomplete(file.path);
   return {
@@ -243,20 +223,8 @@ async function guard(check: Promise<void>, path: string): Promise<void> {
   }
 }
 
-/**
- * Opens a file for writing without following a symlink at its name: one planted there (or a
- * folder) is removed, never written through.
- */
-export async function openNoFollow(path: string, flags: number): Promise<FileHandle> {
-  try {
-    return await open(path, flags | constants.O_NOFOLLOW);
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code !== "ELOOP" && code !== "EISDIR") throw err;
-    await rm(path, { recursive: true, force: true });
-    return open(path, flags | constants.O_NOFOLLOW);
-  }
-}
+/** Re-exported for callers that open partial files: the one no-follow open lives in util/. */
+export { openNoFollow };
 
 /** Removes a file's partial bytes and state (after a verification failure). */
 export async function discardIncomplete(placement: Placement): Promise<void> {

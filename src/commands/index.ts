@@ -1,3 +1,4 @@
+import { registerCache } from "../cli-cache.js";
 import type { RegisterCommand } from "./context.js";
 import { registerLs } from "./ls.js";
 
@@ -8,4 +9,4 @@ export { registerDownload } from "./download.js";
  * Subcommands, each registered from its own module. To add one: write
  * `export function registerX(program, ctx)` in src/commands/x.ts and add it here (one line).
  */
-export const SUBCOMMANDS: readonly RegisterCommand[] = [registerLs];
+export const SUBCOMMANDS: readonly RegisterCommand[] = [registerLs, registerCache];

@@ -10,10 +10,12 @@ import type { EventSink, FileStatus } from "../events.js";
 import type { HttpClient } from "../hub/http.js";
 import { expectedHash, type RepoFile } from "../hub/types.js";
 import { loadState, removeState, StateWriter } from "../state.js";
+import { atPath } from "../util/io-error.js";
+import { RangeSet, splitRanges } from "../util/range-set.js";
+import type { RetryPolicy, Sleep } from "../util/retry.js";
 import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
-import { RangeSet, splitRanges } from "./range-set.js";
-import { type RetryPolicy, retryDelay, type Sleep } from "./retry.js";
+import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 
 /** One file to fetch: what it is, where it comes from, where it goes. */
 export interface FileWork {
@@ -42,8 +44,6 @@ export interface FileOutcome {
 
 /** A running chunk is split when at least twice this much is left and a worker is idle. */
 const STEAL_MIN = 1024 * 1024;
-/** An attempt that wrote at least this much counts as progress and resets the chunk's retry count. */
-const PROGRESS_RESET = 256 * 1024;
 const LOCK_RETRY_MS = 500;
 /**
  * Smaller files keep no resume state: an interrupted one costs at most this much again, while a
@@ -121,7 +121,9 @@ export class Engine {
   readonly #active: Job[] = [];
   readonly #outcomes = new Map<string, FileOutcome>();
   readonly #runController = new AbortController();
-  #fatal: HfgetError | undefined;
+  /** The first run-wide failure: an HfgetError, or a bug (anything else), rethrown as is. */
+  #fatal: unknown;
+  #hasFatal = false;
   #retrying = 0;
   #waiters: (() => void)[] = [];
 
@@ -130,9 +132,12 @@ export class Engine {
     setMaxListeners(0, this.#runController.signal);
     this.#queue = works.map((w) => new Job(w, this.#runController.signal));
     const onAbort = () => this.#runController.abort(ctx.signal.reason);
+    this.#onCallerAbort = onAbort;
     if (ctx.signal.aborted) onAbort();
     else ctx.signal.addEventListener("abort", onAbort, { once: true });
   }
+
+  readonly #onCallerAbort: () => void;
 
   get #signal(): AbortSignal {
     return this.#runController.signal;
@@ -145,11 +150,13 @@ export class Engine {
       await Promise.all(workers);
     } finally {
       await Promise.all(this.#active.map((j) => this.#park(j)));
+      // The caller's signal may outlive this run (one signal for many downloads).
+      this.#ctx.signal.removeEventListener("abort", this.#onCallerAbort);
     }
     if (this.#ctx.signal.aborted) {
       throw new HfgetError("INTERRUPTED", "interrupted; progress is saved, rerun the same command to resume");
     }
-    if (this.#fatal) throw this.#fatal;
+    if (this.#hasFatal) throw this.#fatal;
     return this.#outcomes;
   }
 
@@ -263,18 +270,30 @@ export class Engine {
     }
   }
 
-  #runFatal(err: HfgetError): void {
-    if (this.#fatal === undefined) this.#fatal = err;
+  #runFatal(err: unknown): void {
+    if (!this.#hasFatal) {
+      this.#hasFatal = true;
+      this.#fatal = err;
+    }
     this.#runController.abort(err);
     this.#notify();
   }
 
   async #failJob(job: Job, err: unknown): Promise<void> {
-    const e = isHfgetError(err)
-      ? err
-      : new HfgetError("DISK", `${job.path}: ${err instanceof Error ? err.message : String(err)}`, {
-          cause: err,
-        });
+    // Stop handing out this file's chunks now: other workers must not pick them (and retry) while
+    // the teardown below awaits.
+    job.pending = [];
+    job.phase = "done";
+    if (!isHfgetError(err)) {
+      // Errno and socket errors were made HfgetErrors at the I/O boundary: this is a bug. Stop the
+      // run and let it surface as "internal error" (exit 1), never disguised as disk or network.
+      job.generation++;
+      await this.#park(job).catch(() => undefined);
+      this.#finishJob(job, { status: "failed" });
+      this.#runFatal(err);
+      return;
+    }
+    const e = err;
     // A file that is missing or fails verification is that file's problem; anything else
     // (network gave up, disk full, auth) will hit every other file too: stop the run.
     const perFile = e.code === "VERIFY_FAILED" || e.code === "ENTRY_NOT_FOUND";
@@ -285,7 +304,8 @@ export class Engine {
       job.state = undefined;
       await job.fh?.close().catch(() => undefined);
       job.fh = undefined;
-      await discardIncomplete(job.work.placement);
+      // Best effort: the file fails either way, and the next run truncates what is left.
+      await discardIncomplete(job.work.placement).catch(() => undefined);
       await job.release?.();
       job.release = undefined;
     } else {
@@ -302,9 +322,10 @@ export class Engine {
         this.#finishJob(job, { status: "cached" });
         return;
       }
-      const release = await tryLock(placement.lock);
+      const release = await atPath(placement.lock, () => tryLock(placement.lock));
       if (release === undefined) {
         // Another process is fetching this blob: come back later (it may be done by then).
+        if (job.notBefore === 0) this.#ctx.emit({ type: "lock-wait", path: job.path, lock: placement.lock });
         job.phase = "queued";
         job.notBefore = Date.now() + LOCK_RETRY_MS;
         this.#active.splice(this.#active.indexOf(job), 1);
@@ -320,7 +341,7 @@ export class Engine {
         this.#finishJob(job, { status: "cached" });
         return;
       }
-      await this.#openFile(job);
+      await atPath(placement.incomplete, () => this.#openFile(job));
     } catch (err) {
       await this.#failJob(job, err);
       return;
@@ -369,9 +390,14 @@ export class Engine {
         done: job.written.toJSON(),
       }));
     }
-    job.pump = new HashPump(fh, file.size, expected, job.written);
+    job.pump = new HashPump(fh, file.size, expected, job.written, this.#prefixSink(job));
     job.pump.kick();
     this.#ctx.emit({ type: "file-start", path: job.path, size: job.size, resumedBytes: job.written.total });
+  }
+
+  /** The in-order hashed prefix of a file, as an event (hfget serve streams a blob still in flight). */
+  #prefixSink(job: Job): (bytes: number) => void {
+    return (bytes) => this.#ctx.emit({ type: "prefix", path: job.path, bytes });
   }
 
   async #checkSpace(path: string, needed: number): Promise<void> {
@@ -410,9 +436,7 @@ export class Engine {
     job.running.add(task);
     const file = job.work.file;
     const what = file.path;
-    let failures = 0;
-    /** An expired URL is re-resolved at once the first time; a CDN that keeps refusing gets backoff. */
-    let expiredRetried = false;
+    let attempts: AttemptState = FRESH_ATTEMPTS;
     const superseded = () => this.#signal.aborted || job.generation !== generation || job.phase === "done";
     for (;;) {
       if (superseded()) return;
@@ -471,45 +495,34 @@ export class Engine {
           await this.#restart(job, err);
           return;
         }
-        const expired = err instanceof ExpiredUrlError;
-        if (task.pos - before >= PROGRESS_RESET) {
-          failures = 0;
-          expiredRetried = false;
-        }
-        if (expired) {
-          // Every chunk of the file sees the 403 at once; only the URL they used is dropped.
-          if (job.url === usedUrl) job.url = undefined;
-          if (!expiredRetried) {
-            expiredRetried = true;
-            continue;
-          }
-        }
-        const e = isHfgetError(err)
-          ? err
-          : new HfgetError("NETWORK", `${what}: ${String(err)}`, { cause: err });
-        failures++;
-        if (!e.retryable || failures > this.#ctx.retry.retries) {
+        let d: Decided;
+        try {
+          d = decide(err, task.pos - before, attempts, this.#ctx.retry, this.#ctx.random);
+        } catch (bug) {
           job.running.delete(task);
-          if (e.retryable) {
-            await this.#failJob(
-              job,
-              new HfgetError(e.code, `${e.message} (gave up after ${failures} attempts)`, {
-                hint: e.hint,
-                cause: e,
-              }),
-            );
-          } else {
-            await this.#failJob(job, e);
-          }
+          await this.#failJob(job, bug);
           return;
         }
-        // At most `cap` chunks wait out a backoff at once (429s and expired URLs aside: every
-        // connection sees those together); the others queue for a slot without spending attempts.
-        // A dead server so fails within one chunk's retry budget and is not hammered meanwhile.
-        const capped = e.code !== "RATE_LIMITED" && !expired;
+        attempts = d.next;
+        const decision = d.decision;
+        if (decision.kind === "resolve-again") {
+          // Every chunk of the file sees the 403 at once; only the URL they used is dropped.
+          if (job.url === usedUrl) job.url = undefined;
+          continue;
+        }
+        if (err instanceof ExpiredUrlError && job.url === usedUrl) job.url = undefined;
+        if (decision.kind === "give-up") {
+          job.running.delete(task);
+          await this.#failJob(job, decision.error);
+          return;
+        }
+        const delayMs = decision.delayMs;
+        if (delayMs === 0) continue;
+        const capped = decision.kind === "retry" && decision.capped;
         if (capped && !(await this.#acquireRetrySlot(superseded))) return;
-        const delayMs = retryDelay(failures - 1, this.#ctx.retry, e.retryAfterMs, this.#ctx.random);
-        this.#ctx.emit({ type: "retry", path: what, attempt: failures, delayMs, reason: e.message });
+        const attempt = decision.kind === "retry" ? decision.attempt : attempts.failures;
+        const reason = err instanceof Error ? err.message : String(err);
+        this.#ctx.emit({ type: "retry", path: what, attempt, delayMs, reason });
         try {
           await this.#ctx.sleep(delayMs, job.controller.signal);
         } catch {
@@ -538,7 +551,13 @@ export class Engine {
     job.pending = [];
     job.running.clear();
     job.written = new RangeSet();
-    job.pump = new HashPump(job.fh!, job.size, expectedHash(job.work.file), job.written);
+    job.pump = new HashPump(
+      job.fh!,
+      job.size,
+      expectedHash(job.work.file),
+      job.written,
+      this.#prefixSink(job),
+    );
     job.phase = "fetching";
     await this.#runChunk(job, chunkTask(0, job.size));
   }
@@ -561,9 +580,9 @@ export class Engine {
     job.url = undefined;
     job.etag = undefined;
     job.whole = false;
-    await discardIncomplete(job.work.placement);
     try {
-      await this.#openFile(job);
+      await atPath(job.work.placement.incomplete, () => discardIncomplete(job.work.placement));
+      await atPath(job.work.placement.incomplete, () => this.#openFile(job));
     } catch (e) {
       await this.#failJob(job, e);
       return;
@@ -603,10 +622,11 @@ export class Engine {
     try {
       await job.state?.close();
       job.state = undefined;
-      await job.fh?.close();
+      await atPath(placement.incomplete, async () => job.fh?.close());
       job.fh = undefined;
-      await placement.commit();
-      if (job.work.file.size >= STATE_MIN_BYTES) await removeState(placement.state);
+      await atPath(placement.incomplete, () => placement.commit());
+      if (job.work.file.size >= STATE_MIN_BYTES)
+        await atPath(placement.state, () => removeState(placement.state));
     } catch (err) {
       await this.#failJob(job, err);
       return;

@@ -1,6 +1,6 @@
 import { HfgetError } from "../errors.js";
-import { DEFAULT_RETRY_POLICY, type RetryPolicy, type Sleep, withRetry } from "../fetch/retry.js";
 import { type RepoRef, repoLabel } from "../repo.js";
+import { DEFAULT_RETRY_POLICY, type RetryPolicy, type Sleep, withRetry } from "../util/retry.js";
 import { type ErrorContext, errorFromResponse } from "./errors.js";
 import { type HttpClient, header } from "./http.js";
 

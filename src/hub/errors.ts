@@ -1,5 +1,5 @@
 import { type ErrorCode, HfgetError } from "../errors.js";
-import { parseRetryAfter } from "../fetch/retry.js";
+import { parseRetryAfter } from "../util/retry.js";
 import { type HttpResponse, header } from "./http.js";
 
 export interface ErrorContext {

@@ -1,0 +1,192 @@
+import { open } from "node:fs/promises";
+import type { ServerResponse } from "node:http";
+import { cachePlacement, type Placement, SafeDirs } from "../cache/commit.js";
+import { cachePaths } from "../cache/paths.js";
+import type { EngineOptions } from "../config.js";
+import { Engine } from "../fetch/engine.js";
+import { DEFAULT_RETRY_POLICY, sleep } from "../util/retry.js";
+import type { HttpClient } from "../hub/http.js";
+import type { RepoFile } from "../hub/types.js";
+import type { RepoRef } from "../repo.js";
+import type { Metrics } from "./metrics.js";
+
+/** What a resolve request needs to know about one file at one commit. */
+export interface BlobMeta {
+  readonly repo: RepoRef;
+  readonly commit: string;
+  readonly path: string;
+  /** sha256 for LFS files, git sha1 otherwise: the ETag and the blob's name in the cache. */
+  readonly etag: string;
+  readonly size: number;
+  readonly lfs: boolean;
+}
+
+const READ = 256 * 1024;
+
+/**
+ * One upstream fetch per blob, whoever asks. Clients of a blob in flight are served the in-order,
+ * hashed prefix as it grows; the last byte only once the engine verified the whole file, so a
+ * client can never end with a complete wrong file. A failed or mismatched fetch cuts them all.
+ */
+class Fetch {
+  prefix = 0;
+  state: "running" | "done" | "failed" = "running";
+  readonly responses = new Set<ServerResponse>();
+  #waiters: (() => void)[] = [];
+
+  constructor(
+    readonly size: number,
+    readonly placement: Placement,
+    readonly blob: string,
+  ) {}
+
+  wake(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const f of w) f();
+  }
+
+  changed(): Promise<void> {
+    return new Promise((r) => this.#waiters.push(r));
+  }
+
+  /** Bytes a client may have now: everything when verified, else the hashed prefix less its last byte. */
+  get releasable(): number {
+    if (this.state === "done") return this.size;
+    return Math.min(this.prefix, this.size - 1);
+  }
+
+  cut(): void {
+    for (const r of this.responses) r.destroy();
+    this.responses.clear();
+  }
+}
+
+export interface BlobStoreOptions {
+  readonly cacheDir: string;
+  /** The server's own client for the first upstream, with the server's token. */
+  readonly http: HttpClient;
+  readonly engine: EngineOptions;
+  readonly signal: AbortSignal;
+  readonly metrics: Metrics;
+}
+
+export class BlobStore {
+  readonly #opts: BlobStoreOptions;
+  readonly #fetches = new Map<string, Fetch>();
+
+  constructor(opts: BlobStoreOptions) {
+    this.#opts = opts;
+  }
+
+  blobPath(meta: BlobMeta): string {
+    return cachePaths(this.#opts.cacheDir, meta.repo).blob(meta.etag);
+  }
+
+  /** The running fetch of this blob, or a new one. */
+  fetch(meta: BlobMeta, resolveUrl: string): Fetch {
+    const paths = cachePaths(this.#opts.cacheDir, meta.repo);
+    const key = paths.blob(meta.etag);
+    const running = this.#fetches.get(key);
+    if (running) return running;
+    const file: RepoFile = meta.lfs
+      ? { path: meta.path, size: meta.size, gitOid: "0".repeat(40), lfs: { sha256: meta.etag } }
+      : { path: meta.path, size: meta.size, gitOid: meta.etag };
+    const placement = cachePlacement(paths, meta.commit, file, new SafeDirs(paths.repoDir));
+    const f = new Fetch(meta.size, placement, key);
+    this.#fetches.set(key, f);
+    const { metrics } = this.#opts;
+    metrics.fetchesInFlight++;
+    const engine = new Engine(
+      {
+        http: this.#opts.http,
+        options: this.#opts.engine,
+        retry: DEFAULT_RETRY_POLICY,
+        signal: this.#opts.signal,
+        sleep,
+        emit: (e) => {
+          if (e.type === "prefix") {
+            f.prefix = e.bytes;
+            f.wake();
+          } else if (e.type === "bytes") {
+            metrics.bytesFetchedUpstream += e.bytes;
+          } else if (e.type === "verify-failed") {
+            // Every response in flight got bytes of a file that did not match: cut them all.
+            f.prefix = 0;
+            f.cut();
+            f.wake();
+          }
+        },
+      },
+      [{ file, resolveUrl, placement, force: false }],
+    );
+    void engine
+      .run()
+      .then(
+        (outcomes) => {
+          const s = outcomes.get(file.path)?.status;
+          f.state = s === "downloaded" || s === "cached" ? "done" : "failed";
+        },
+        () => {
+          f.state = "failed";
+        },
+      )
+      .finally(() => {
+        metrics.fetchesInFlight--;
+        this.#fetches.delete(key);
+        if (f.state === "failed") f.cut();
+        f.wake();
+      });
+    return f;
+  }
+
+  /**
+   * Streams bytes [start, end] of a blob in flight to `res`, as they are released. Resolves when
+   * done; on a failed fetch the response is destroyed (a short body: the client retries).
+   */
+  async stream(f: Fetch, res: ServerResponse, start: number, end: number): Promise<void> {
+    f.responses.add(res);
+    const { metrics } = this.#opts;
+    let fh: Awaited<ReturnType<typeof open>> | undefined;
+    try {
+      const buf = Buffer.allocUnsafe(READ);
+      for (let pos = start; pos <= end; ) {
+        if (res.destroyed) return;
+        if (f.state === "failed") {
+          res.destroy();
+          return;
+        }
+        const avail = Math.min(f.releasable, end + 1);
+        if (avail <= pos) {
+          await f.changed();
+          continue;
+        }
+        if (fh === undefined) {
+          try {
+            fh = await open(f.state === "done" ? f.blob : f.placement.incomplete, "r");
+          } catch {
+            // renamed into blobs/ between the check and the open
+            fh = await open(f.blob, "r");
+          }
+        }
+        const n = Math.min(READ, avail - pos);
+        const { bytesRead } = await fh.read(buf, 0, n, pos);
+        if (bytesRead === 0) throw new Error("blob shorter than its released prefix");
+        pos += bytesRead;
+        metrics.bytesFromCache += bytesRead;
+        if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) {
+          await new Promise<void>((r) => {
+            res.once("drain", r);
+            res.once("close", r);
+          });
+        }
+      }
+      res.end();
+    } catch {
+      res.destroy();
+    } finally {
+      f.responses.delete(res);
+      await fh?.close().catch(() => undefined);
+    }
+  }
+}

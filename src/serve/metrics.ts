@@ -1,0 +1,38 @@
+/** Counters for /metrics, in Prometheus text format. */
+export class Metrics {
+  readonly requestsByStatus = new Map<number, number>();
+  bytesFromCache = 0;
+  bytesFetchedUpstream = 0;
+  blobHits = 0;
+  blobMisses = 0;
+  fetchesInFlight = 0;
+  readonly upstreamErrors = new Map<string, number>();
+
+  request(status: number): void {
+    this.requestsByStatus.set(status, (this.requestsByStatus.get(status) ?? 0) + 1);
+  }
+
+  upstreamError(endpoint: string): void {
+    this.upstreamErrors.set(endpoint, (this.upstreamErrors.get(endpoint) ?? 0) + 1);
+  }
+
+  render(): string {
+    const lines: string[] = [
+      "# TYPE hfget_serve_requests_total counter",
+      ...[...this.requestsByStatus].map(([s, n]) => `hfget_serve_requests_total{status="${s}"} ${n}`),
+      "# TYPE hfget_serve_bytes_served_from_cache_total counter",
+      `hfget_serve_bytes_served_from_cache_total ${this.bytesFromCache}`,
+      "# TYPE hfget_serve_bytes_fetched_upstream_total counter",
+      `hfget_serve_bytes_fetched_upstream_total ${this.bytesFetchedUpstream}`,
+      "# TYPE hfget_serve_blob_hit_ratio gauge",
+      `hfget_serve_blob_hit_ratio ${this.blobHits + this.blobMisses === 0 ? 0 : this.blobHits / (this.blobHits + this.blobMisses)}`,
+      "# TYPE hfget_serve_fetches_in_flight gauge",
+      `hfget_serve_fetches_in_flight ${this.fetchesInFlight}`,
+      "# TYPE hfget_serve_upstream_errors_total counter",
+      ...[...this.upstreamErrors].map(
+        ([e, n]) => `hfget_serve_upstream_errors_total{endpoint=${JSON.stringify(e)}} ${n}`,
+      ),
+    ];
+    return `${lines.join("\n")}\n`;
+  }
+}

@@ -1,0 +1,480 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { readFile, readlink, stat } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { basename } from "node:path";
+import type { Dispatcher } from "undici";
+import { cachePaths } from "../cache/paths.js";
+import type { EngineOptions } from "../config.js";
+import { HttpClient } from "../hub/http.js";
+import { checkRepoPath } from "../hub/paths.js";
+import { isCommitSha } from "../hub/resolve-revision.js";
+import type { RepoRef, RepoType } from "../repo.js";
+import { type BlobMeta, BlobStore } from "./blobs.js";
+import { Metrics } from "./metrics.js";
+import { first, type UpstreamAnswer, Upstreams, UpstreamUnreachable } from "./upstream.js";
+
+export interface ServeOptions {
+  readonly upstreams: readonly string[];
+  readonly cacheDir: string;
+  readonly host: string;
+  readonly port: number;
+  /** The server's own upstream token: used for blob bytes only, never sent to clients or logged. */
+  readonly token?: string | undefined;
+  /** When set, only clients presenting one of these tokens are served at all. */
+  readonly accessTokens?: ReadonlySet<string> | undefined;
+  readonly offline: boolean;
+  readonly revalidateMs: number;
+  readonly engine: EngineOptions;
+  readonly dispatcher: Dispatcher;
+  /** One JSON line per request (never a token). */
+  readonly log: (line: string) => void;
+}
+
+export interface ServeHandle {
+  readonly url: string;
+  readonly metrics: Metrics;
+  /** Stops accepting, lets responses finish for `graceMs`, then cuts the rest. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Access answers and branch resolutions are remembered this long at most. */
+const ACCESS_TTL_MS = 5 * 60_000;
+const TYPE_PREFIX: Record<RepoType, string> = { model: "", dataset: "datasets/", space: "spaces/" };
+
+class BadRequest extends Error {}
+
+function decodeSegments(raw: string): string[] {
+  return raw.split("/").map((seg) => {
+    let s: string;
+    try {
+      s = decodeURIComponent(seg);
+    } catch {
+      throw new BadRequest("bad percent-encoding");
+    }
+    if (s.includes("/") || s.includes("\\")) throw new BadRequest("encoded slash in path");
+    return s;
+  });
+}
+
+function checkPath(path: string): string {
+  try {
+    return checkRepoPath(path);
+  } catch {
+    throw new BadRequest("unsafe path");
+  }
+}
+
+interface ResolveRoute {
+  readonly repo: RepoRef;
+  readonly revision: string;
+  readonly path: string;
+}
+
+/** `/[datasets/|spaces/]{org/}name/resolve/{rev}/{path}`; rev is one segment (refs%2Fpr%2F1). */
+export function parseResolve(pathname: string): ResolveRoute | undefined {
+  const at = pathname.indexOf("/resolve/");
+  if (at < 0) return undefined;
+  const head = decodeSegments(pathname.slice(1, at));
+  const tail = decodeSegments(pathname.slice(at + "/resolve/".length));
+  let type: RepoType = "model";
+  if (head[0] === "datasets" || head[0] === "spaces") {
+    type = head[0] === "datasets" ? "dataset" : "space";
+    head.shift();
+  }
+  if (
+    head.length < 1 ||
+    head.length > 2 ||
+    head.some((s) => !/^[\w.-]+$/.test(s) || s === "." || s === "..")
+  ) {
+    throw new BadRequest("bad repo id");
+  }
+  const rawRev = pathname.slice(at + "/resolve/".length).split("/")[0] ?? "";
+  const revision = decodeURIComponent(rawRev);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+  if (revision === "" || /[\u0000-\u001f]/.test(revision) || revision.split("/").includes("..")) {
+    throw new BadRequest("bad revision");
+  }
+  return { repo: { type, id: head.join("/") }, revision, path: checkPath(tail.slice(1).join("/")) };
+}
+
+function unquote(etag: string | undefined): string | undefined {
+  return etag?.replace(/^W\//, "").replace(/"/g, "");
+}
+
+type Cached<T> = { value: T; at: number };
+
+export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
+  const metrics = new Metrics();
+  const shutdown = new AbortController();
+  const upstreams = new Upstreams(opts.upstreams, opts.dispatcher, metrics);
+  const http = new HttpClient({
+    endpoint: opts.upstreams[0]!,
+    token: opts.token,
+    dispatcher: opts.dispatcher,
+  });
+  const blobs = new BlobStore({
+    cacheDir: opts.cacheDir,
+    http,
+    engine: opts.engine,
+    signal: shutdown.signal,
+    metrics,
+  });
+  const metaCache = new Map<string, Cached<BlobMeta | UpstreamAnswer>>();
+  const apiCache = new Map<string, Cached<UpstreamAnswer>>();
+  const secrets = [opts.token, ...(opts.accessTokens ?? [])].filter((t): t is string => !!t);
+  const authKey = (auth: string | undefined) =>
+    auth ? createHash("sha256").update(auth).digest("hex").slice(0, 16) : "anon";
+
+  /** From the cache alone: refs/<rev> and snapshots/<commit>/<path> -> blobs/<id>. */
+  async function localMeta(r: ResolveRoute): Promise<BlobMeta | undefined> {
+    const paths = cachePaths(opts.cacheDir, r.repo);
+    let commit = r.revision;
+    if (!isCommitSha(commit)) {
+      try {
+        commit = (await readFile(paths.ref(r.revision), "utf8")).trim();
+      } catch {
+        return undefined;
+      }
+      if (!isCommitSha(commit)) return undefined;
+    }
+    try {
+      const id = basename(await readlink(paths.snapshotFile(commit, r.path)));
+      const st = await stat(paths.blob(id));
+      return { repo: r.repo, commit, path: r.path, etag: id, size: st.size, lfs: id.length === 64 };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * What the upstream says of this file for this client: a HEAD with the client's own token, so
+   * a gated or private file is only served to whom the upstream would serve it. Remembered per
+   * client token: by commit for ACCESS_TTL_MS, by branch for --revalidate.
+   */
+  async function resolveMeta(
+    r: ResolveRoute,
+    auth: string | undefined,
+  ): Promise<BlobMeta | UpstreamAnswer | undefined> {
+    const key = `${authKey(auth)} ${r.repo.type} ${r.repo.id} ${r.revision} ${r.path}`;
+    const hit = metaCache.get(key);
+    const ttl = isCommitSha(r.revision) ? ACCESS_TTL_MS : opts.revalidateMs;
+    if (hit && Date.now() - hit.at < ttl) return hit.value;
+    if (opts.offline) return localMeta(r);
+    const enc = r.path.split("/").map(encodeURIComponent).join("/");
+    let answer: UpstreamAnswer;
+    try {
+      answer = await upstreams.ask(
+        "HEAD",
+        `/${TYPE_PREFIX[r.repo.type]}${r.repo.id}/resolve/${encodeURIComponent(r.revision)}/${enc}`,
+        { authorization: auth },
+        shutdown.signal,
+      );
+    } catch (err) {
+      if (!(err instanceof UpstreamUnreachable)) throw err;
+      // Upstream down: the last thing it told us, else what the cache holds.
+      return hit?.value ?? (await localMeta(r));
+    }
+    let value: BlobMeta | UpstreamAnswer = answer;
+    if (answer.status < 400) {
+      const commit = first(answer.headers, "x-repo-commit");
+      const linked = unquote(first(answer.headers, "x-linked-etag"));
+      const etag = linked ?? unquote(first(answer.headers, "etag"));
+      const size = Number(first(answer.headers, "x-linked-size") ?? first(answer.headers, "content-length"));
+      if (
+        commit &&
+        isCommitSha(commit) &&
+        etag &&
+        /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(etag) &&
+        Number.isSafeInteger(size)
+      ) {
+        value = { repo: r.repo, commit, path: r.path, etag, size, lfs: linked !== undefined };
+      }
+    }
+    metaCache.set(key, { value, at: Date.now() });
+    return value;
+  }
+
+  function sendError(res: ServerResponse, status: number, code: string | undefined, message: string): void {
+    const body = Buffer.from(JSON.stringify({ error: message }));
+    const h: Record<string, string | number> = {
+      "content-type": "application/json",
+      "content-length": body.length,
+    };
+    if (code) h["x-error-code"] = code;
+    res.writeHead(status, h);
+    res.end(res.req.method === "HEAD" ? undefined : body);
+  }
+
+  function relay(res: ServerResponse, a: UpstreamAnswer, self: string): void {
+    const h: Record<string, string | number> = {};
+    for (const name of ["content-type", "x-error-code", "x-error-message", "x-repo-commit", "etag"]) {
+      const v = first(a.headers, name);
+      if (v !== undefined) h[name] = v;
+    }
+    const link = first(a.headers, "link");
+    if (link !== undefined) {
+      // Next-links point at the server itself, whatever origin the upstream wrote.
+      h.link = link.replace(/<([^>]*)>/g, (_m, u: string) => {
+        try {
+          const url = new URL(u, a.endpoint);
+          return `<${self}${url.pathname}${url.search}>`;
+        } catch {
+          return `<${u}>`;
+        }
+      });
+    }
+    h["content-length"] = a.body.length;
+    res.writeHead(a.status, h);
+    res.end(res.req.method === "HEAD" ? undefined : a.body);
+  }
+
+  async function handleApi(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    auth: string | undefined,
+  ): Promise<void> {
+    const rest = url.pathname.slice("/api/".length);
+    decodeSegments(rest).forEach((s) => {
+      if (s === ".." || s.includes("\0")) throw new BadRequest("bad path");
+    });
+    const method = req.method === "POST" ? "POST" : req.method === "HEAD" ? "HEAD" : "GET";
+    const chunks: Buffer[] = [];
+    if (method === "POST") {
+      let n = 0;
+      for await (const c of req) {
+        n += (c as Buffer).length;
+        if (n > 1024 * 1024) throw new BadRequest("body too large");
+        chunks.push(c as Buffer);
+      }
+    }
+    const body = Buffer.concat(chunks);
+    const self = `http://${req.headers.host ?? `${opts.host}:${opts.port}`}`;
+    const key = `${authKey(auth)} ${method} ${url.pathname}${url.search} ${createHash("sha256").update(body).digest("hex")}`;
+    const hit = apiCache.get(key);
+    if (hit && (opts.offline || Date.now() - hit.at < opts.revalidateMs)) return relay(res, hit.value, self);
+    if (opts.offline) return sendError(res, 404, "RepoNotFound", "offline: not cached");
+    try {
+      const a = await upstreams.ask(
+        method,
+        `${url.pathname}${url.search}`,
+        {
+          authorization: auth,
+          contentType: req.headers["content-type"],
+          body: method === "POST" ? body : undefined,
+        },
+        shutdown.signal,
+      );
+      if (a.status < 500) apiCache.set(key, { value: a, at: Date.now() });
+      relay(res, a, self);
+    } catch (err) {
+      if (!(err instanceof UpstreamUnreachable)) throw err;
+      if (hit) return relay(res, hit.value, self);
+      sendError(res, 502, undefined, "upstream unreachable");
+    }
+  }
+
+  function parseRange(h: string | undefined, size: number): [number, number] | "bad" | undefined {
+    if (!h) return undefined;
+    const m = /^bytes=(\d*)-(\d*)$/.exec(h.trim());
+    if (!m || (m[1] === "" && m[2] === "")) return undefined;
+    let start: number;
+    let end: number;
+    if (m[1] === "") {
+      const n = Number(m[2]);
+      if (n === 0) return "bad";
+      start = Math.max(0, size - n);
+      end = size - 1;
+    } else {
+      start = Number(m[1]);
+      end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
+    }
+    if (start >= size || start > end) return "bad";
+    return [start, end];
+  }
+
+  async function handleResolve(
+    req: IncomingMessage,
+    res: ServerResponse,
+    r: ResolveRoute,
+    auth: string | undefined,
+  ): Promise<void> {
+    const meta = await resolveMeta(r, auth);
+    if (meta === undefined) {
+      return sendError(
+        res,
+        opts.offline ? 404 : 504,
+        "EntryNotFound",
+        `${r.path} is not cached and upstream is unreachable`,
+      );
+    }
+    if ("status" in meta) {
+      // The upstream's own refusal or not-found, passed on as it said it.
+      const code = first(meta.headers, "x-error-code");
+      if (meta.status >= 300 && meta.status < 400)
+        return sendError(res, 502, undefined, "upstream answered an unexpected redirect");
+      return sendError(
+        res,
+        meta.status,
+        code,
+        first(meta.headers, "x-error-message") ?? code ?? `upstream answered ${meta.status}`,
+      );
+    }
+    const headers: Record<string, string | number> = {
+      etag: `"${meta.etag}"`,
+      "x-repo-commit": meta.commit,
+      "accept-ranges": "bytes",
+      "content-type": "application/octet-stream",
+    };
+    if (meta.lfs) {
+      headers["x-linked-etag"] = `"${meta.etag}"`;
+      headers["x-linked-size"] = meta.size;
+    }
+    if (isCommitSha(r.revision)) headers["cache-control"] = "public, max-age=31536000, immutable";
+    const inm = req.headers["if-none-match"];
+    if (inm?.split(",").some((t) => unquote(t.trim()) === meta.etag || t.trim() === "*")) {
+      res.writeHead(304, headers);
+      return void res.end();
+    }
+    const range = parseRange(req.headers.range, meta.size);
+    if (range === "bad") {
+      res.writeHead(416, { ...headers, "content-range": `bytes */${meta.size}`, "content-length": 0 });
+      return void res.end();
+    }
+    const [start, end] = range ?? [0, meta.size - 1];
+    const status = range ? 206 : 200;
+    if (range) headers["content-range"] = `bytes ${start}-${end}/${meta.size}`;
+    headers["content-length"] = meta.size === 0 ? 0 : end - start + 1;
+    const blob = blobs.blobPath(meta);
+    let present = false;
+    try {
+      present = (await stat(blob)).size === meta.size;
+    } catch {
+      present = false;
+    }
+    if (req.method === "HEAD") {
+      res.writeHead(status, headers);
+      return void res.end();
+    }
+    if (meta.size === 0 && present) {
+      res.writeHead(status, headers);
+      return void res.end();
+    }
+    if (present) {
+      metrics.blobHits++;
+      res.writeHead(status, headers);
+      const s = createReadStream(blob, { start, end });
+      s.on("data", (c) => {
+        metrics.bytesFromCache += (c as Buffer).length;
+      });
+      s.on("error", () => res.destroy());
+      s.pipe(res);
+      await new Promise<void>((done) => res.on("close", done));
+      return;
+    }
+    if (opts.offline) return sendError(res, 404, "EntryNotFound", "offline: not cached");
+    metrics.blobMisses++;
+    const enc = r.path.split("/").map(encodeURIComponent).join("/");
+    const f = blobs.fetch(
+      meta,
+      `${opts.upstreams[0]}/${TYPE_PREFIX[r.repo.type]}${r.repo.id}/resolve/${meta.commit}/${enc}`,
+    );
+    // Headers at once (huggingface_hub gives up after 10 s without them), bytes as they are verified.
+    res.writeHead(status, headers);
+    if (meta.size === 0) {
+      while (f.state === "running") await f.changed();
+      return void (f.state === "done" ? res.end() : res.destroy());
+    }
+    await blobs.stream(f, res, start, end);
+  }
+
+  const server: Server = createServer((req, res) => {
+    const t0 = Date.now();
+    let bytes = 0;
+    const write = res.write.bind(res);
+    res.write = ((chunk: Buffer, ...rest: never[]) => {
+      bytes += chunk?.length ?? 0;
+      return write(chunk, ...rest);
+    }) as typeof res.write;
+    res.on("close", () => {
+      metrics.request(res.statusCode);
+      let line = JSON.stringify({
+        time: new Date(t0).toISOString(),
+        method: req.method,
+        path: (req.url ?? "").split("?")[0],
+        status: res.statusCode,
+        bytes,
+        ms: Date.now() - t0,
+        complete: res.writableFinished,
+      });
+      for (const s of secrets) line = line.split(s).join("<token>");
+      opts.log(line);
+    });
+    void route(req, res).catch((err: unknown) => {
+      if (res.headersSent) return void res.destroy();
+      if (err instanceof BadRequest) return sendError(res, 400, undefined, err.message);
+      sendError(res, 500, undefined, "internal error");
+    });
+  });
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const rawUrl = req.url ?? "/";
+    if (rawUrl.includes("\0") || /%00/i.test(rawUrl) || rawUrl.startsWith("//"))
+      throw new BadRequest("bad path");
+    const url = new URL(rawUrl, "http://serve.invalid");
+    if (url.pathname === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" });
+      return void res.end("ok\n");
+    }
+    if (url.pathname === "/metrics") {
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
+      return void res.end(metrics.render());
+    }
+    const auth = req.headers.authorization;
+    if (opts.accessTokens) {
+      const tok = auth?.replace(/^Bearer\s+/i, "");
+      if (!tok || !opts.accessTokens.has(tok))
+        return sendError(res, 401, undefined, "this server needs an access token");
+    }
+    // With --access-tokens, the client's token is the server's business, not upstream's.
+    const upstreamAuth = opts.accessTokens ? undefined : auth;
+    if (/(^|\/)\.\.(\/|$)/.test(url.pathname) || /%2f|%5c/i.test(url.pathname.split("/resolve/")[0] ?? "")) {
+      throw new BadRequest("bad path");
+    }
+    if (url.pathname.startsWith("/api/")) return handleApi(req, res, url, upstreamAuth);
+    if (req.method !== "GET" && req.method !== "HEAD")
+      return sendError(res, 405, undefined, "method not allowed");
+    const r = parseResolve(url.pathname);
+    if (!r) return sendError(res, 404, undefined, "not found");
+    return handleResolve(req, res, r, upstreamAuth);
+  }
+
+  server.requestTimeout = 0; // a multi-GiB body may take long; idle sockets are cut by timeout below
+  server.headersTimeout = 20_000;
+  server.keepAliveTimeout = 5_000;
+  server.setTimeout(60_000, (socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+  return {
+    url: `http://${host}:${addr.port}`,
+    metrics,
+    close: async (graceMs = 3_000) => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => {
+        shutdown.abort(new Error("server shutting down"));
+        server.closeAllConnections();
+      }, graceMs);
+      await closed;
+      clearTimeout(timer);
+      // Engines flush resume state when aborted.
+      shutdown.abort(new Error("server shutting down"));
+    },
+  };
+}
