@@ -286,10 +286,22 @@ export async function executeCleanPlan(plan: CleanPlan): Promise<CleanResult> {
   try {
     for (const item of plan.items) {
       switch (item.kind) {
-        case "repo":
+        case "repo": {
+          // A download may have started since planning: then leave the whole repo for next time.
+          const folder = basename(item.path);
+          let held: string | undefined;
+          for (const name of await listDir(join(item.path, "blobs"))) {
+            const lock = join(plan.root, ".locks", folder, `${blobIdOf(name)}.lock`);
+            if (await isLocked(lock)) held = lock;
+          }
+          if (held !== undefined) {
+            warnings.push(`skipped ${item.path}: the lock ${held} is held by a running download`);
+            continue;
+          }
           await rm(item.path, { recursive: true, force: true });
           bytes += item.bytes;
           break;
+        }
         case "revision":
           for (const ref of item.refPaths) {
             await rm(ref, { force: true });
