@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { lineReporter } from "../src/progress.js";
 import {
   type FakeHub,
   fileFromBuffer,
@@ -226,5 +227,24 @@ describe("cli ux (issue 8 items 4, 5, 8, 10)", () => {
     assert.ok(!plain.stderr.includes("\u001b["), plain.stderr);
     const forced = await runCli(bad, { env: cleanEnv({ NO_COLOR: undefined, FORCE_COLOR: "1" }), ...CAP });
     assert.ok(forced.stderr.includes("\u001b[31m"), forced.stderr);
+  });
+});
+
+describe("line reporter (issue 8 item 8)", () => {
+  it("the first status line says 'starting', never '0 B/s' with no ETA", () => {
+    let clock = 0;
+    const out: string[] = [];
+    const stream = {
+      write: (s: string) => out.push(s) !== 0,
+      isTTY: false,
+    } as unknown as NodeJS.WritableStream;
+    const r = lineReporter({ stream, quiet: false, intervalMs: 1000, now: () => clock });
+    r.onEvent({ type: "planned", files: 1, bytes: 1000 });
+    clock = 1500;
+    r.onEvent({ type: "planned", files: 1, bytes: 1000 });
+    const status = out.filter((l) => l.includes(" of "));
+    assert.equal(status.length, 1, out.join(""));
+    assert.match(status[0] ?? "", /starting/);
+    assert.doesNotMatch(status[0] ?? "", /0 B\/s/);
   });
 });
