@@ -77,8 +77,15 @@ describe("cli ux (issue 8 items 4, 5, 8, 10)", () => {
       const r = await runCli(["org/slow", "--mirror", slow.url, "--cache-dir", tempDir()], {
         env: cleanEnv(),
         ...CAP,
+        // Signal once the run is waiting on the hub (its handlers are installed by then).
         onSpawn: (child) => {
-          setTimeout(() => child.kill("SIGTERM"), 700);
+          const poll = setInterval(() => {
+            if (slow.log.length > 0) {
+              clearInterval(poll);
+              child.kill("SIGTERM");
+            }
+          }, 50);
+          child.on("close", () => clearInterval(poll));
         },
       });
       assert.equal(r.signal, null, "killed by the test's cap, not ended by SIGTERM");
