@@ -1,7 +1,7 @@
 import chalk from "chalk";
 import { Command, CommanderError } from "commander";
 import { type CliIO, type CommandContext, registerDownload, SUBCOMMANDS } from "./commands/index.js";
-import type { Config } from "./config.js";
+import { type Config, colorMode } from "./config.js";
 import { EXIT_CODES, HfgetError, isHfgetError, redact } from "./errors.js";
 
 export type { CliIO } from "./commands/index.js";
@@ -12,6 +12,11 @@ const VERSION = "0.1.0";
 const HARD_STOP_MS = 2000;
 
 export async function main(argv: readonly string[], io: CliIO = processIO()): Promise<number> {
+  // NO_COLOR / FORCE_COLOR (config.ts decides), applied to the one chalk instance everything uses.
+  const color = colorMode(io.env);
+  if (color === "never") chalk.level = 0;
+  else if (color === "always" && chalk.level === 0) chalk.level = 1;
+  const args = helpToFlag(argv);
   const controller = new AbortController();
   let interrupted = 0;
   let hardStop: NodeJS.Timeout | undefined;
@@ -34,15 +39,24 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   let config: Config | undefined;
   const fail = (err: unknown) => {
     const secrets = [config?.token];
+    // --json may not have reached a Config (the error can come from building it).
+    const json = config?.json ?? args.includes("--json");
+    let code: string;
+    let message: string;
     if (isHfgetError(err)) {
       const hint = err.hint ? ` (${err.hint})` : "";
-      io.stderr.write(`${chalk.red("hfget: error:")} ${redact(`${err.message}${hint}`, secrets)}\n`);
+      message = redact(`${err.message}${hint}`, secrets);
+      io.stderr.write(`${chalk.red("hfget: error:")} ${message}\n`);
       exitCode = err.exitCode;
+      code = err.code;
     } else {
       const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
       io.stderr.write(`hfget: internal error: ${redact(msg, secrets)}\n`);
       exitCode = EXIT_CODES.GENERIC;
+      code = "INTERNAL";
+      message = redact(`internal error: ${err instanceof Error ? err.message : String(err)}`, secrets);
     }
+    if (json) io.stdout.write(`${JSON.stringify({ error: { code, message, exitCode } })}\n`);
   };
 
   const program = new Command("hfget")
@@ -70,7 +84,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   for (const register of SUBCOMMANDS) register(program, ctx);
 
   try {
-    await program.parseAsync(argv as string[]);
+    await program.parseAsync(args as string[]);
   } catch (err) {
     if (err instanceof CommanderError) {
       exitCode = err.exitCode === 0 ? EXIT_CODES.OK : EXIT_CODES.USAGE;
@@ -84,6 +98,13 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   }
   if (controller.signal.aborted && exitCode !== EXIT_CODES.OK) exitCode = EXIT_CODES.INTERRUPTED;
   return exitCode;
+}
+
+/** `hfget help [command]` means `hfget [command] --help`, not a repo named "help". */
+function helpToFlag(argv: readonly string[]): readonly string[] {
+  if (argv[2] !== "help") return argv;
+  const rest = argv.slice(3);
+  return [...argv.slice(0, 2), ...rest.slice(0, 1), "--help"];
 }
 
 function processIO(): CliIO {

@@ -89,8 +89,10 @@ export function lineReporter(opts: ReporterOptions): Reporter {
     const pct = t.bytesTotal > 0 ? ` (${Math.floor((100 * t.bytesDone) / t.bytesTotal)}%)` : "";
     const eta = rate > 0 ? `, ETA ${formatDuration((t.bytesTotal - t.bytesDone) / rate)}` : "";
     const retries = t.retries > 0 ? `, ${t.retries} retries` : "";
+    // No rate yet (nothing moved since the last sample): say so instead of "0 B/s" with no ETA.
+    const speed = rate > 0 ? `${formatRate(rate)}${eta}` : "starting";
     write(
-      `hfget: ${formatBytes(t.bytesDone)} of ${formatBytes(t.bytesTotal)}${pct}, ${t.filesDone}/${t.filesTotal} files, ${formatRate(rate)}${eta}${retries}`,
+      `hfget: ${formatBytes(t.bytesDone)} of ${formatBytes(t.bytesTotal)}${pct}, ${t.filesDone}/${t.filesTotal} files, ${speed}${retries}`,
     );
   };
   return {

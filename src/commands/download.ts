@@ -20,17 +20,20 @@ export function registerDownload(program: Command, ctx: CommandContext): void {
     .argument("[files...]", "only these files (paths in the repo)")
     .option("--local-dir <dir>", "write plain files here instead of the cache")
     .option("--force", "download again even if present")
+    .option("--force-download", "alias of --force (huggingface-cli's name)")
     .option("--dry-run", "show what would be downloaded")
     .option("--connections <n>", `total connections (default ${DEFAULTS.connections})`)
     .option("--max-files <n>", `files in flight at once (default ${DEFAULTS.maxFiles})`)
+    .option("--max-workers <n>", "alias of --max-files (huggingface-cli's name)")
     .option("--chunk-size <size>", "Range size for large files, e.g. 16M (default 16MiB)")
     .action(async (repoId: string, files: string[], flags: Flags) => {
       const config = buildConfig(toRaw(repoId, files, flags), io.env);
       ctx.setConfig(config);
+      for (const n of config.notices) io.stderr.write(`hfget: note: ${n}\n`);
       const session = openSession(config);
       const reporter = makeReporter({
         stream: io.stderr,
-        quiet: config.quiet || (config.json && !io.stderr.isTTY),
+        quiet: config.quiet || !config.progress || (config.json && !io.stderr.isTTY),
       });
       try {
         const result = await download(config, session, {

@@ -35,9 +35,11 @@ export interface Flags {
   json?: boolean;
   quiet?: boolean;
   force?: boolean;
+  forceDownload?: boolean;
   dryRun?: boolean;
   connections?: string;
   maxFiles?: string;
+  maxWorkers?: string;
   chunkSize?: string;
   retries?: string;
   timeout?: string;

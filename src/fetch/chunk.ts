@@ -161,10 +161,22 @@ async function checkStatus(
   }
   throw await errorFromResponse(res, {
     what: req.what,
+    repo: repoOfResolveUrl(req.url),
     notFound: "ENTRY_NOT_FOUND",
     tokenSent: origin === endpointOrigin && req.http.hasToken,
     redact: (s) => req.http.redact(s),
   });
+}
+
+/** `https://hub/org/name/resolve/main/x` -> `org/name` (datasets/… kept), for error messages. */
+function repoOfResolveUrl(url: string): string | undefined {
+  try {
+    const path = new URL(url).pathname;
+    const i = path.indexOf("/resolve/");
+    return i > 0 ? decodeURIComponent(path.slice(1, i)) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Writes `buf` fully at `position`. */

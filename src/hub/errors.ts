@@ -5,6 +5,8 @@ import { type HttpResponse, header } from "./http.js";
 export interface ErrorContext {
   /** What was being fetched, for the message: `repo openai-community/gpt2`, `file config.json`. */
   readonly what: string;
+  /** The repo, when `what` is a file in it: a gated answer is about the repo, not the file. */
+  readonly repo?: string | undefined;
   /** The code a bare 404 (no X-Error-Code) means here. */
   readonly notFound: ErrorCode;
   readonly tokenSent: boolean;
@@ -55,7 +57,7 @@ export async function errorFromResponse(res: HttpResponse, ctx: ErrorContext): P
     case "GatedRepo":
       return make(
         "GATED",
-        `${ctx.what}: the repository is gated`,
+        `${ctx.repo ?? ctx.what}: the repository is gated`,
         ctx.tokenSent
           ? "accept the conditions on the repo page with the account of your token"
           : "accept the conditions on the repo page, then pass --token or set HF_TOKEN",
