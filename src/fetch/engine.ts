@@ -334,8 +334,10 @@ export class Engine {
         return;
       }
       job.release = release;
-      // Another process may have committed the file while we waited for its lock.
-      if (!job.work.force && job.notBefore > 0 && (await placement.isPresent())) {
+      // Another process may have committed the file since the plan's survey (or while we waited for
+      // its lock): re-checked under the lock, and our own partial file and state are then stale.
+      if (!job.work.force && (await placement.isPresent())) {
+        await discardIncomplete(placement).catch(() => undefined);
         await release();
         job.release = undefined;
         this.#finishJob(job, { status: "cached" });
