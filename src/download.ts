@@ -204,8 +204,12 @@ export async function download(
 
   // Present files skip the engine (a local-dir file whose metadata names another commit still goes
   // through it, so its metadata is rewritten); `link` ones make only their link there, under the lock.
-  const skip = (w: FileWork): boolean =>
-    planOf(w.file).action === "present" && (!local || surveys.get(w.file.path)?.metadata?.commit === commit);
+  // A present file beside a stale partial of ours also goes there: it removes the partial under the lock.
+  const skip = (w: FileWork): boolean => {
+    const s = surveys.get(w.file.path);
+    if (planOf(w.file).action !== "present" || s?.partialSize !== undefined) return false;
+    return !local || s?.metadata?.commit === commit;
+  };
   for (const w of allWorks) {
     if (skip(w)) emit({ type: "file-done", path: w.file.path, size: w.file.size, status: "cached" });
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFileSync, rmSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { RepoFile } from "../src/hub/types.js";
@@ -280,5 +280,25 @@ describe("dry-run agrees with the real run", () => {
     );
     assert.equal(sha256File(join(blobs, bigSha)), bigSha);
     assert.equal(readFileSync(join(blobs, bigSha)).length, big.length);
+  });
+
+  it("a committed blob beside a stale partial + state of ours: present, no refetch, the partial is removed", async () => {
+    const cache = tempDir();
+    assert.equal((await run(["--cache-dir", cache])).code, 0);
+    const blobs = join(repoCacheDir(cache, "model", "org/planned"), "blobs");
+    // As left by an hfget killed while another client committed the blob.
+    writeFileSync(join(blobs, `${bigSha}.hfget-partial`), Buffer.alloc(big.length));
+    writeFileSync(
+      join(blobs, `${bigSha}.hfget-partial.json`),
+      JSON.stringify({ version: 1, size: big.length, hash: `sha256:${bigSha}`, done: [[0, MiB]] }),
+    );
+    const d = await dry(["--cache-dir", cache]);
+    assert.equal(d.by.get("sub/model.bin")?.action, "present");
+    hub.clearLog();
+    assert.equal((await run(["--cache-dir", cache])).code, 0);
+    assert.equal(fetched(), 0);
+    assert.equal(existsSync(join(blobs, `${bigSha}.hfget-partial`)), false);
+    assert.equal(existsSync(join(blobs, `${bigSha}.hfget-partial.json`)), false);
+    assert.equal(sha256File(join(blobs, bigSha)), bigSha);
   });
 });

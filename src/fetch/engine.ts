@@ -317,11 +317,9 @@ export class Engine {
 
   async #openJob(job: Job): Promise<void> {
     try {
+      // The caller's plan (src/plan) already skipped files that were present; "present?" is asked
+      // again only under the lock, where the answer cannot change.
       const { placement } = job.work;
-      if (!job.work.force && (await placement.isPresent())) {
-        this.#finishJob(job, { status: "cached" });
-        return;
-      }
       const release = await atPath(placement.lock, () => tryLock(placement.lock));
       if (release === undefined) {
         // Another process is fetching this blob: come back later (it may be done by then).
