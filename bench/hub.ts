@@ -28,7 +28,7 @@ export interface BenchHub {
 export async function startBenchHub(
   repo: BenchRepoRef,
   dataset: Dataset,
-  opts: { latencyMs: number; cdnBaseUrl: string },
+  opts: { latencyMs: number; cdnBaseUrl: string; pageSize?: number | undefined },
 ): Promise<BenchHub> {
   const files: FakeFile[] = await mapLimit(dataset.files, 32, (f) => {
     if (f.lfs) return fileFromDisk(f.path, f.abs, { lfs: true, sha256: f.sha256, size: f.size });
@@ -47,7 +47,12 @@ export async function startBenchHub(
     commits: [{ sha: commit, files }],
     refs: { main: commit },
   };
-  const hub = await startFakeHub({ repos: [fake], latencyMs: opts.latencyMs, cdnBaseUrl: opts.cdnBaseUrl });
+  const hub = await startFakeHub({
+    repos: [fake],
+    latencyMs: opts.latencyMs,
+    cdnBaseUrl: opts.cdnBaseUrl,
+    ...(opts.pageSize !== undefined ? { pageSize: opts.pageSize } : {}),
+  });
   let closed = false;
   const close = async () => {
     if (closed) return;
@@ -57,7 +62,7 @@ export async function startBenchHub(
   };
   const unregister = onCleanup(close);
   log(
-    `fake hub on ${hub.url} (${repo.type} ${repo.id}, ${files.length} files, latency ${opts.latencyMs} ms)`,
+    `fake hub on ${hub.url} (${repo.type} ${repo.id}, ${files.length} files, latency ${opts.latencyMs} ms, ${opts.pageSize ?? 1000} per listing page)`,
   );
   return { url: hub.url, commit, requestCount: () => hub.log.length, close };
 }

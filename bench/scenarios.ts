@@ -7,15 +7,22 @@ import { BLOBS_DIR, type Dataset, type DatasetSpec, ensureDataset, warmPageCache
 import { type BenchHub, type BenchRepoRef, startBenchHub } from "./hub.js";
 import { type Measured, runTimed } from "./measure.js";
 import { type LogMark, type Nginx, startNginx, type ThrottleMode, type Traffic } from "./nginx.js";
-import { type HfgetTarget, type RunContext, TOOLS, type Tool, type ToolName } from "./tools.js";
+import { type HfgetTarget, isHfget, type RunContext, TOOLS, type Tool, type ToolName } from "./tools.js";
 import { errorMessage, fmt, GIB, log, MB, MIB, median, sampleLoad, WORK_DIR } from "./util.js";
 import { type VerifyResult, verifyOutput } from "./verify.js";
 
-export type ScenarioName = "big-throttled" | "big-loopback" | "many-files" | "memory" | "resume";
+export type ScenarioName =
+  | "big-throttled"
+  | "big-loopback"
+  | "many-files"
+  | "many-files-paged"
+  | "memory"
+  | "resume";
 export const SCENARIO_NAMES: readonly ScenarioName[] = [
   "big-throttled",
   "big-loopback",
   "many-files",
+  "many-files-paged",
   "memory",
   "resume",
 ];
@@ -25,7 +32,21 @@ export type Metric = "MB/s" | "files/s";
 export type Target =
   | { kind: "ratio"; peer: ToolName; min: number }
   | { kind: "rss"; maxMB: number }
-  | { kind: "refetch"; maxPct: number };
+  | { kind: "refetch"; maxPct: number }
+  /** hfget MB/s >= frac x (connections x the CDN's cap per connection). */
+  | { kind: "physical"; frac: number; connections: number }
+  /** hfget CPU-s per GB <= times x the peer's + SHA-256 alone (measured in the same run). */
+  | { kind: "cpu-per-gb"; peer: ToolName; times: number }
+  /** hfget CPU-s per file <= times x the peer's. */
+  | { kind: "cpu-per-file"; peer: ToolName; times: number }
+  /** CDN bytes / repo bytes <= max (nothing fetched twice). */
+  | { kind: "overfetch"; max: number };
+
+/** Issue 12: every scenario, every way hfget is started. */
+const PEAK_RSS_MB = 80;
+const MAX_OVERFETCH = 1.01;
+/** hfget's default --connections (src/config.ts), for the physical limit of a capped CDN. */
+const HFGET_CONNECTIONS = 32;
 
 interface Workload {
   dataset: DatasetSpec;
@@ -34,6 +55,8 @@ interface Workload {
   /** The CDN's rate cap in bytes per second per connection; 0 = none. */
   limitRate: number;
   metric: Metric;
+  /** The listing's page size (the fake hub's default: 1000 entries). */
+  pageSize?: number;
 }
 
 interface ScenarioDef {
@@ -43,6 +66,8 @@ interface ScenarioDef {
   tools: readonly ToolName[];
   mode: "timed" | "resume";
   target: Target;
+  /** More targets of this scenario (peak RSS and over-fetch apply to every scenario). */
+  more?: readonly Target[];
 }
 
 function bigWorkload(size: number, latencyMs: number, limitRate: number): Workload {
@@ -58,49 +83,64 @@ function bigWorkload(size: number, latencyMs: number, limitRate: number): Worklo
 
 const SMOKE_BIG = 32 * MIB;
 
+function manyWorkload(smoke: boolean): Workload {
+  const count = smoke ? 200 : 3000;
+  const name = `many-${count}`;
+  return {
+    dataset: { kind: "many", name, count, minSize: 1024, maxSize: 20 * 1024 },
+    repo: { type: "dataset", id: `bench/${name}` },
+    latencyMs: 30,
+    limitRate: 0,
+    metric: "files/s",
+  };
+}
+
 const DEFS: Record<ScenarioName, ScenarioDef> = {
   "big-throttled": {
     name: "big-throttled",
     description: "1 x 1 GiB LFS file, CDN capped at 10 MB/s per connection, 30 ms hub latency",
     workload: (smoke) => bigWorkload(smoke ? SMOKE_BIG : GIB, 30, 10 * MB),
-    tools: ["hfget", "aria2c", "curl"],
+    tools: ["hfget", "hfget-node", "aria2c", "curl"],
     mode: "timed",
-    target: { kind: "ratio", peer: "aria2c", min: 1.1 },
+    target: { kind: "ratio", peer: "aria2c", min: 1.5 },
+    more: [{ kind: "physical", frac: 0.9, connections: HFGET_CONNECTIONS }],
   },
   "big-loopback": {
     name: "big-loopback",
     description: "1 x 2 GiB LFS file, no throttle, no added latency",
     workload: (smoke) => bigWorkload(smoke ? SMOKE_BIG : 2 * GIB, 0, 0),
-    tools: ["hfget", "aria2c", "curl"],
+    tools: ["hfget", "hfget-node", "aria2c", "curl"],
     mode: "timed",
-    target: { kind: "ratio", peer: "aria2c", min: 1.0 },
+    target: { kind: "ratio", peer: "curl", min: 0.8 },
+    more: [{ kind: "cpu-per-gb", peer: "curl", times: 1.5 }],
   },
   "many-files": {
     name: "many-files",
     description:
       "dataset of 3000 regular files of 1-20 KiB in nested folders, 30 ms hub latency, listing timed",
-    workload: (smoke) => {
-      const count = smoke ? 200 : 3000;
-      const name = `many-${count}`;
-      return {
-        dataset: { kind: "many", name, count, minSize: 1024, maxSize: 20 * 1024 },
-        repo: { type: "dataset", id: `bench/${name}` },
-        latencyMs: 30,
-        limitRate: 0,
-        metric: "files/s",
-      };
-    },
-    tools: ["hfget", "aria2c"],
+    workload: (smoke) => manyWorkload(smoke),
+    tools: ["hfget", "hfget-node", "aria2c"],
     mode: "timed",
-    target: { kind: "ratio", peer: "aria2c", min: 1.0 },
+    target: { kind: "ratio", peer: "aria2c", min: 2.0 },
+    more: [{ kind: "cpu-per-file", peer: "aria2c", times: 1.0 }],
+  },
+  "many-files-paged": {
+    name: "many-files-paged",
+    description:
+      "many-files with the listing 50 entries a page (a slow mirror's worst case), 30 ms per request, listing timed",
+    workload: (smoke) => ({ ...manyWorkload(smoke), pageSize: 50 }),
+    tools: ["hfget", "hfget-node", "aria2c"],
+    mode: "timed",
+    target: { kind: "ratio", peer: "aria2c", min: 2.0 },
+    more: [{ kind: "cpu-per-file", peer: "aria2c", times: 1.0 }],
   },
   memory: {
     name: "memory",
     description: "the big-loopback download; peak RSS (GNU time %M, max over rounds)",
     workload: (smoke) => bigWorkload(smoke ? SMOKE_BIG : 2 * GIB, 0, 0),
-    tools: ["hfget", "aria2c", "curl"],
+    tools: ["hfget", "hfget-node", "aria2c", "curl"],
     mode: "timed",
-    target: { kind: "rss", maxMB: 150 },
+    target: { kind: "rss", maxMB: PEAK_RSS_MB },
   },
   resume: {
     name: "resume",
@@ -211,9 +251,15 @@ export interface ScenarioResult {
     latencyMs: number;
     limitRateBytesPerS: number;
     throttle: ThrottleMode;
+    pageSize: number;
   };
   tools: ToolSummary[];
+  /** The scenario's main target (the first of `targets`). */
   target: TargetResult;
+  /** Every target of the scenario: the main one, its others, peak RSS, over-fetch. */
+  targets: TargetResult[];
+  /** CPU-s (user+sys, GNU time) of SHA-256 alone over the repo's bytes, median of one run per round. */
+  sha256CpuS: number;
   runs: RunRecord[];
   /** Loud failures: a tool that failed or produced wrong bytes. */
   failures: string[];
@@ -318,7 +364,7 @@ async function checkOutput(
   if (v.extraCount > 0) {
     log(`  note: ${tool.name} left ${v.extraCount} extra file(s): ${v.extras.slice(0, 5).join(", ")}`);
   }
-  if (tool.name === "hfget" && ctx.hfgetTarget === "local-dir") {
+  if (isHfget(tool.name) && ctx.hfgetTarget === "local-dir") {
     const printed = m.stdout.trim();
     if (printed !== ctx.outDir && printed !== `${ctx.outDir}/`) {
       log(`  note: hfget printed ${JSON.stringify(printed.slice(0, 200))} on stdout, expected the local dir`);
@@ -462,46 +508,72 @@ function metricOf(s: ToolSummary, metric: Metric): number {
   return metric === "MB/s" ? s.mbPerS : s.filesPerS;
 }
 
-function evaluate(def: ScenarioDef, metric: Metric, tools: ToolSummary[]): TargetResult {
-  const hf = tools.find((t) => t.tool === "hfget");
-  const t = def.target;
-  let text: string;
+function describe(t: Target, metric: Metric): string {
   switch (t.kind) {
     case "ratio":
-      text = `hfget ${metric} >= ${t.min} x ${t.peer}`;
-      break;
+      return `hfget ${metric} >= ${t.min} x ${t.peer}`;
     case "rss":
-      text = `hfget peak RSS <= ${t.maxMB} MB`;
-      break;
+      return `hfget peak RSS <= ${t.maxMB} MB (shebang and \`node bin/hfget.js\`)`;
     case "refetch":
-      text = `hfget bytes fetched twice <= ${t.maxPct}% of the file`;
-      break;
+      return `hfget bytes fetched twice <= ${t.maxPct}% of the file`;
+    case "physical":
+      return `hfget MB/s >= ${t.frac} x ${t.connections} connections x the cap`;
+    case "cpu-per-gb":
+      return `hfget CPU-s per GB <= ${t.times} x ${t.peer}'s + SHA-256 alone`;
+    case "cpu-per-file":
+      return `hfget CPU-s per file <= ${t.times === 1 ? "" : `${t.times} x `}${t.peer}'s`;
+    case "overfetch":
+      return `hfget CDN bytes / repo bytes <= ${t.max}`;
   }
-  if (hf === undefined || hf.status !== "ok") {
-    return { text, holds: null, detail: `not measured: hfget ${hf === undefined ? "not run" : hf.status}` };
+}
+
+interface EvalInput {
+  metric: Metric;
+  tools: readonly ToolSummary[];
+  bytes: number;
+  files: number;
+  limitRate: number;
+  sha256CpuS: number;
+}
+
+/** Evaluates one target against the summaries; hfget's own row is the one started through its shebang. */
+export function evaluate(t: Target, inp: EvalInput): TargetResult {
+  const text = describe(t, inp.metric);
+  const hfRows = inp.tools.filter((s) => isHfget(s.tool) && s.status === "ok");
+  const hf = hfRows.find((s) => s.tool === "hfget") ?? hfRows[0];
+  if (hf === undefined) {
+    const row = inp.tools.find((s) => isHfget(s.tool));
+    return { text, holds: null, detail: `not measured: hfget ${row === undefined ? "not run" : row.status}` };
   }
+  const peerOf = (name: ToolName): ToolSummary | undefined =>
+    inp.tools.find((p) => p.tool === name && p.status === "ok");
+  const missingPeer = (name: ToolName): TargetResult => ({
+    text,
+    holds: null,
+    detail: `not measured: ${name} ${inp.tools.find((p) => p.tool === name)?.status ?? "not run"}`,
+  });
+  const gb = inp.bytes / 1e9;
   switch (t.kind) {
     case "ratio": {
-      const peer = tools.find((p) => p.tool === t.peer);
-      if (peer === undefined || peer.status !== "ok") {
-        return { text, holds: null, detail: `not measured: ${t.peer} ${peer?.status ?? "not run"}` };
-      }
-      const ratio = metricOf(hf, metric) / metricOf(peer, metric);
+      const peer = peerOf(t.peer);
+      if (peer === undefined) return missingPeer(t.peer);
+      const ratio = metricOf(hf, inp.metric) / metricOf(peer, inp.metric);
       return {
         text,
         holds: ratio >= t.min,
-        detail: `${fmt(metricOf(hf, metric), 1)} vs ${fmt(metricOf(peer, metric), 1)} ${metric}: ${fmt(ratio)} x`,
+        detail: `${fmt(metricOf(hf, inp.metric), 1)} vs ${fmt(metricOf(peer, inp.metric), 1)} ${inp.metric}: ${fmt(ratio)} x`,
       };
     }
-    case "rss":
-      if (!Number.isFinite(hf.maxRssMB)) {
-        return { text, holds: null, detail: "not measured: no peak RSS from GNU time" };
-      }
+    case "rss": {
+      const rss = hfRows.map((r) => r.maxRssMB).filter(Number.isFinite);
+      if (rss.length === 0) return { text, holds: null, detail: "not measured: no peak RSS from GNU time" };
+      const worst = Math.max(...rss);
       return {
         text,
-        holds: hf.maxRssMB <= t.maxMB,
-        detail: `max ${fmt(hf.maxRssMB, 0)} MB over ${hf.okRuns} runs`,
+        holds: worst <= t.maxMB,
+        detail: `${hfRows.map((r) => `${r.tool} ${fmt(r.maxRssMB, 0)} MB`).join(", ")} (max over rounds)`,
       };
+    }
     case "refetch": {
       const r = hf.resume;
       if (r === undefined || r.exercisedRuns === 0) {
@@ -517,7 +589,83 @@ function evaluate(def: ScenarioDef, metric: Metric, tools: ToolSummary[]): Targe
         detail: `worst ${fmt(r.worstPct, 2)}%, median ${fmt(r.medianPct, 2)}% over ${r.exercisedRuns} runs`,
       };
     }
+    case "physical": {
+      if (inp.limitRate <= 0) return { text, holds: null, detail: "not measured: the CDN is not capped" };
+      const limit = (t.connections * inp.limitRate) / MB;
+      const frac = hf.mbPerS / limit;
+      return {
+        text,
+        holds: frac >= t.frac,
+        detail: `${fmt(hf.mbPerS, 1)} of ${fmt(limit, 0)} MB/s: ${fmt(100 * frac, 0)}%`,
+      };
+    }
+    case "cpu-per-gb": {
+      const peer = peerOf(t.peer);
+      if (peer === undefined) return missingPeer(t.peer);
+      if (!Number.isFinite(inp.sha256CpuS))
+        return { text, holds: null, detail: "not measured: SHA-256 alone" };
+      const mine = hf.cpuS / gb;
+      const theirs = peer.cpuS / gb;
+      const hash = inp.sha256CpuS / gb;
+      const allowed = t.times * theirs + hash;
+      return {
+        text,
+        holds: mine <= allowed,
+        detail: `${fmt(mine)} vs ${t.times} x ${fmt(theirs)} + ${fmt(hash)} = ${fmt(allowed)} CPU-s/GB`,
+      };
+    }
+    case "cpu-per-file": {
+      const peer = peerOf(t.peer);
+      if (peer === undefined) return missingPeer(t.peer);
+      const mine = (1000 * hf.cpuS) / inp.files;
+      const theirs = (1000 * peer.cpuS) / inp.files;
+      return {
+        text,
+        holds: mine <= t.times * theirs,
+        detail: `${fmt(mine)} vs ${fmt(theirs)} CPU-ms per file: ${fmt(mine / theirs)} x`,
+      };
+    }
+    case "overfetch": {
+      const rows = hfRows.filter((r) => Number.isFinite(r.cdnOverFetch));
+      if (rows.length === 0) {
+        return { text, holds: null, detail: "not measured: no CDN traffic (small files come from the hub)" };
+      }
+      const worst = Math.max(...rows.map((r) => r.cdnOverFetch));
+      return {
+        text,
+        holds: worst <= t.max,
+        detail: `${rows.map((r) => `${r.tool} ${fmt(r.cdnOverFetch, 3)}`).join(", ")} (median over rounds)`,
+      };
+    }
   }
+}
+
+/** The scenario's main target, its others, and the two that hold everywhere (peak RSS, over-fetch). */
+function allTargets(def: ScenarioDef): Target[] {
+  const list: Target[] = [def.target, ...(def.more ?? [])];
+  if (!list.some((t) => t.kind === "rss")) list.push({ kind: "rss", maxMB: PEAK_RSS_MB });
+  if (def.mode === "timed") list.push({ kind: "overfetch", max: MAX_OVERFETCH });
+  return list;
+}
+
+function evaluateAll(def: ScenarioDef, inp: EvalInput): TargetResult[] {
+  return allTargets(def).map((t) => evaluate(t, inp));
+}
+
+/**
+ * CPU-s of SHA-256 alone over the dataset's bytes, the way hfget computes it (node's crypto, 1 MiB
+ * reads of page-cached files), under GNU time like the tools: the cost no verifying downloader avoids.
+ */
+async function sha256Alone(ds: Dataset, scratchDir: string): Promise<number> {
+  await mkdir(scratchDir, { recursive: true });
+  const script = `const fs=require("node:fs"),c=require("node:crypto");const b=Buffer.allocUnsafe(1<<20);
+for(const p of process.argv.slice(1)){const h=c.createHash("sha256");const fd=fs.openSync(p,"r");
+for(let n;(n=fs.readSync(fd,b,0,b.length,null))>0;)h.update(b.subarray(0,n));fs.closeSync(fd);h.digest("hex");}`;
+  const m = await runTimed(
+    { cmd: process.execPath, args: ["-e", script, ...ds.files.map((f) => f.abs)], env: process.env },
+    { scratchDir, timeoutMs: 600_000 },
+  );
+  return m.exitCode === 0 ? m.userS + m.sysS : Number.NaN;
 }
 
 function rotate<T>(items: readonly T[], by: number): T[] {
@@ -541,11 +689,20 @@ export async function runScenario(
   const loop = earlier.get("big-loopback");
   if (name === "memory" && loop !== undefined) {
     log("memory: reusing the big-loopback runs of this invocation");
+    const targets = evaluateAll(def, {
+      metric: loop.metric,
+      tools: loop.tools,
+      bytes: loop.params.bytes,
+      files: loop.params.files,
+      limitRate: loop.params.limitRateBytesPerS,
+      sha256CpuS: loop.sha256CpuS,
+    });
     return {
       ...loop,
       name,
       description: def.description,
-      target: evaluate(def, loop.metric, loop.tools),
+      target: targets[0]!,
+      targets,
       reusedFrom: "big-loopback",
       failures: [],
     };
@@ -563,19 +720,25 @@ export async function runScenario(
   });
   let hub: BenchHub | undefined;
   try {
-    hub = await startBenchHub(work.repo, ds, { latencyMs: work.latencyMs, cdnBaseUrl: nginx.url });
+    hub = await startBenchHub(work.repo, ds, {
+      latencyMs: work.latencyMs,
+      cdnBaseUrl: nginx.url,
+      pageSize: work.pageSize,
+    });
     const env: Env = { def, work, ds, hub, nginx, opts };
     const runs: RunRecord[] = [];
     const skipped = new Map<ToolName, { status: ToolSummary["status"]; note: string }>();
     for (const t of tools) {
       const why = TOOLS[t].unsupported(ds);
       if (why !== undefined) skipped.set(t, { status: "n/a", note: why });
-      else if (t === "hfget" && opts.hfgetProblem !== undefined) {
+      else if (isHfget(t) && opts.hfgetProblem !== undefined) {
         skipped.set(t, { status: "unavailable", note: opts.hfgetProblem });
       }
     }
     const active = tools.filter((t) => !skipped.has(t));
+    const hashRuns: number[] = [];
     for (let round = 0; round < rounds; round++) {
+      if (work.metric === "MB/s") hashRuns.push(await sha256Alone(ds, join(WORK_DIR, "scratch", def.name)));
       for (const t of rotate(active, round)) {
         sampleLoad();
         let rec: RunRecord;
@@ -635,7 +798,9 @@ export async function runScenario(
         runs.filter((r) => r.tool === t),
       );
     });
-    const hf = summaries.find((s) => s.tool === "hfget");
+    const hf =
+      summaries.find((s) => s.tool === "hfget" && s.status === "ok") ??
+      summaries.find((s) => isHfget(s.tool));
     for (const s of summaries) {
       if (hf !== undefined && hf.status === "ok" && s.status === "ok") {
         s.hfgetRatio = metricOf(hf, work.metric) / metricOf(s, work.metric);
@@ -644,6 +809,17 @@ export async function runScenario(
     const failures = runs
       .filter((r) => r.status !== "ok")
       .map((r) => `${name} round ${r.round + 1} ${r.tool}: ${r.status}: ${r.error ?? ""}`);
+    const sha256CpuS = median(hashRuns);
+    if (hashRuns.length > 0)
+      log(`${name}: SHA-256 alone over the repo's bytes: ${fmt(sha256CpuS)} CPU-s (median)`);
+    const targets = evaluateAll(def, {
+      metric: work.metric,
+      tools: summaries,
+      bytes: ds.totalBytes,
+      files: ds.files.length,
+      limitRate: work.limitRate,
+      sha256CpuS,
+    });
     return {
       name,
       description: def.description,
@@ -657,9 +833,12 @@ export async function runScenario(
         latencyMs: work.latencyMs,
         limitRateBytesPerS: work.limitRate,
         throttle: opts.throttle,
+        pageSize: work.pageSize ?? 1000,
       },
       tools: summaries,
-      target: evaluate(def, work.metric, summaries),
+      target: targets[0]!,
+      targets,
+      sha256CpuS,
       runs,
       failures,
     };

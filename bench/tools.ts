@@ -8,8 +8,13 @@ import type { Dataset } from "./data.js";
 import type { BenchRepoRef } from "./hub.js";
 import { PROJECT_ROOT } from "./util.js";
 
-export type ToolName = "hfget" | "aria2c" | "curl";
-export const ALL_TOOLS: readonly ToolName[] = ["hfget", "aria2c", "curl"];
+export type ToolName = "hfget" | "hfget-node" | "aria2c" | "curl";
+export const ALL_TOOLS: readonly ToolName[] = ["hfget", "hfget-node", "aria2c", "curl"];
+
+/** hfget and its `node bin/hfget.js` run: both are hfget for the targets. */
+export function isHfget(t: ToolName): boolean {
+  return t === "hfget" || t === "hfget-node";
+}
 
 export type HfgetTarget = "local-dir" | "cache-dir";
 
@@ -73,18 +78,32 @@ export function resolveUrl(hubUrl: string, repo: BenchRepoRef, path: string, rev
 
 export const HFGET_BIN = join(PROJECT_ROOT, "bin", "hfget.js");
 
+function hfgetArgs(ctx: RunContext): string[] {
+  const args = [ctx.repo.id, "--mirror", ctx.hubUrl];
+  if (ctx.repo.type !== "model") args.push("--repo-type", ctx.repo.type);
+  args.push(ctx.hfgetTarget === "local-dir" ? "--local-dir" : "--cache-dir", ctx.outDir, "--quiet");
+  // For experiments only (e.g. HFGET_BENCH_ARGS="--connections 4"); the reported runs leave it unset.
+  args.push(...(process.env.HFGET_BENCH_ARGS ?? "").split(" ").filter((a) => a !== ""));
+  return args;
+}
+
+/**
+ * Extra node options for the `node bin/hfget.js` run, from HFGET_BENCH_NODE_ARGS (space-separated), e.g.
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile hfget inside a scenario. Empty by default.
+ */
+function benchNodeArgs(): string[] {
+  return (process.env.HFGET_BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
+}
+
 const hfget: Tool = {
   name: "hfget",
   unsupported: () => undefined,
   command(ctx) {
-    const args = [ctx.repo.id, "--mirror", ctx.hubUrl];
-    if (ctx.repo.type !== "model") args.push("--repo-type", ctx.repo.type);
-    args.push(ctx.hfgetTarget === "local-dir" ? "--local-dir" : "--cache-dir", ctx.outDir, "--quiet");
-    // Executed the way the installed `hfget` command is: through its shebang, whose V8 flag
-    // (a small young generation) is part of hfget's defaults. `env` finds this same node first.
+    // Executed the way the installed `hfget` command is: through its shebang (whose V8 flags, if any,
+    // apply only then). `env` finds this same node first.
     const env = cleanEnv(ctx);
     env.PATH = `${dirname(process.execPath)}:${env.PATH ?? ""}`;
-    return { cmd: HFGET_BIN, args, env };
+    return { cmd: HFGET_BIN, args: hfgetArgs(ctx), env };
   },
   async outputRoot(ctx, stdout) {
     if (ctx.hfgetTarget === "local-dir") return ctx.outDir;
@@ -101,6 +120,19 @@ const hfget: Tool = {
     if (rel.endsWith(".incomplete")) return false;
     if (ctx.hfgetTarget === "local-dir") return rel.startsWith(".cache/huggingface/");
     return /^[^/]+\/(blobs|refs)\//.test(rel) || rel.startsWith(".locks/");
+  },
+};
+
+/** hfget started as `node bin/hfget.js` (as `npx hfget` and scripts do): no shebang flag applies. */
+const hfgetNode: Tool = {
+  ...hfget,
+  name: "hfget-node",
+  command(ctx) {
+    return {
+      cmd: process.execPath,
+      args: [...benchNodeArgs(), HFGET_BIN, ...hfgetArgs(ctx)],
+      env: cleanEnv(ctx),
+    };
   },
 };
 
@@ -175,7 +207,7 @@ const curl: Tool = {
   isBookkeeping: () => false,
 };
 
-export const TOOLS: Record<ToolName, Tool> = { hfget, aria2c, curl };
+export const TOOLS: Record<ToolName, Tool> = { hfget, "hfget-node": hfgetNode, aria2c, curl };
 
 /** Whether `node bin/hfget.js` starts at all (it is being written); the reason if not. */
 export function hfgetProblem(): string | undefined {

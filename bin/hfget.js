@@ -1,7 +1,12 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
-// The V8 flag keeps the young generation small: at hundreds of MB/s, undici hands over a fresh
-// buffer per socket read, and a large young generation lets ~50 MB of them wait for collection.
-// Measured on a 2 GiB download: peak RSS 152 -> 136 MB, and less CPU (smaller scavenges).
+#!/usr/bin/env node
+// Keep V8's young generation at its initial size (1 MiB semi-spaces). At hundreds of MB/s undici
+// hands over a fresh buffer per socket read; a young generation grown to its default 16 MiB lets
+// tens of MB of them (and their external memory) wait for collection: peak RSS 140-165 -> see
+// BENCHMARKS.md. Set here, not as a shebang flag, so that `node bin/hfget.js` and `npx hfget` get it
+// too; the growth factor is read each time V8 would grow the space, so setting it at start works.
+import { setFlagsFromString } from "node:v8";
+
+setFlagsFromString("--semi-space-growth-factor=1");
 const { main } = await import("../dist/src/cli.js");
 
 main(process.argv).then(

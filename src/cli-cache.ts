@@ -1,5 +1,7 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
+import { type CleanPlan, executeCleanPlan, parseAge, planPrune, planRm } from "./cache/clean.js";
+import { dedupeCache } from "./cache/dedupe.js";
 import { type CacheScan, formatCacheSize, formatTimeSince, scanCache } from "./cache/scan.js";
 import { type CacheProblem, verifyCache } from "./cache/verify-cache.js";
 import type { CommandContext } from "./commands/context.js";
@@ -8,7 +10,7 @@ import { HfgetError } from "./errors.js";
 import { formatBytes, formatRate } from "./format.js";
 import { parseRepoArg } from "./repo.js";
 
-/** `hfget cache ls|verify`: the CLI side of src/cache/scan.ts and verify-cache.ts. */
+/** `hfget cache ls|verify|rm|prune`: the CLI side of src/cache/scan.ts and verify-cache.ts. */
 type Out = NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
 
 export interface CacheCliContext {
@@ -144,6 +146,73 @@ interface CacheFlags {
   quiet?: boolean;
   repoType?: string;
   truncate?: boolean;
+  yes?: boolean;
+  dryRun?: boolean;
+  olderThan?: string;
+}
+
+/** What a plan removes, one line each, as printed before asking. */
+export function renderPlan(plan: CleanPlan): string {
+  const lines: string[] = [];
+  for (const it of plan.items) {
+    switch (it.kind) {
+      case "repo":
+        lines.push(`  repo      ${it.repo} (${formatCacheSize(it.bytes)}) ${it.path}`);
+        break;
+      case "revision":
+        lines.push(
+          `  revision  ${it.repo}@${it.commit}${it.refs.length > 0 ? ` (refs: ${it.refs.join(", ")})` : " (detached)"}`,
+        );
+        break;
+      case "blob":
+      case "partial":
+        lines.push(`  ${it.kind.padEnd(9)} ${it.path} (${formatCacheSize(it.bytes)})`);
+        break;
+      case "lock":
+        lines.push(`  lock      ${it.path}`);
+        break;
+    }
+  }
+  return lines.length > 0 ? `${lines.join("\n")}\n` : "";
+}
+
+function summary(plan: CleanPlan): string {
+  const n = (k: string) => plan.items.filter((i) => i.kind === k).length;
+  const parts = [
+    [n("repo"), "repo(s)"],
+    [n("revision"), "revision(s)"],
+    [n("blob"), "unreferenced blob(s)"],
+    [n("partial"), "partial file(s)"],
+    [n("lock"), "lock file(s)"],
+  ]
+    .filter(([c]) => (c as number) > 0)
+    .map(([c, w]) => `${c} ${w}`);
+  return parts.join(", ");
+}
+
+/** One line from stdin (undefined at end of input), like click.confirm reading its answer. */
+function readAnswer(): Promise<string | undefined> {
+  return new Promise((resolvePromise) => {
+    const stdin = process.stdin;
+    let buf = "";
+    const done = (v: string | undefined) => {
+      stdin.off("data", onData);
+      stdin.off("end", onEnd);
+      stdin.off("error", onEnd);
+      stdin.pause();
+      resolvePromise(v);
+    };
+    const onData = (d: Buffer | string) => {
+      buf += d.toString();
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) done(buf.slice(0, nl));
+    };
+    const onEnd = () => done(buf === "" ? undefined : buf);
+    stdin.on("data", onData);
+    stdin.once("end", onEnd);
+    stdin.once("error", onEnd);
+    stdin.resume();
+  });
 }
 
 /** SUBCOMMANDS entry (src/commands/index.ts). */
@@ -153,7 +222,9 @@ export function registerCache(program: Command, c: CommandContext): void {
 
 export function registerCacheCommands(program: Command, ctx: CacheCliContext): void {
   const root = (f: CacheFlags) => (f.cacheDir === undefined ? defaultCacheDir(ctx.env) : resolve(f.cacheDir));
-  const cache = program.command("cache").description("inspect and check the local cache (ls, verify)");
+  const cache = program
+    .command("cache")
+    .description("inspect, check and clean the local cache (ls, verify, rm, prune, dedupe)");
   cache
     .command("ls")
     .description("list cached repos like `hf cache ls`: size (shared blobs once), access times, refs")
@@ -177,6 +248,83 @@ export function registerCacheCommands(program: Command, ctx: CacheCliContext): v
         ctx.stderr.write(`Warning: Found ${scan.warnings.length} cache inconsistencies:\n`);
         for (const w of scan.warnings) ctx.stderr.write(`  ${w}\n`);
       }
+    });
+  /**
+   * Prints the plan, then (unless --dry-run) asks like `hf cache rm` (click.confirm, default No):
+   * the answer is read from stdin whether or not it is a terminal, and end of input aborts with
+   * nothing deleted, so a script must pass --yes.
+   */
+  const run = async (plan: CleanPlan, f: CacheFlags, question: string): Promise<void> => {
+    for (const w of plan.warnings) ctx.stderr.write(`Warning: ${w}\n`);
+    if (plan.items.length === 0) {
+      ctx.stdout.write("Nothing to delete.\n");
+      return;
+    }
+    ctx.stdout.write(`About to delete ${summary(plan)} totalling ${formatCacheSize(plan.bytes)}.\n`);
+    ctx.stdout.write(renderPlan(plan));
+    if (f.dryRun) {
+      ctx.stdout.write("Dry run: no files were deleted.\n");
+      return;
+    }
+    if (!f.yes) {
+      ctx.stderr.write(`${question} [y/N]: `);
+      const answer = (await readAnswer())?.trim().toLowerCase();
+      if (answer === undefined) ctx.stderr.write("\n");
+      if (answer !== "y" && answer !== "yes") {
+        throw new HfgetError("INTERRUPTED", "aborted: nothing was deleted", {
+          hint: "answer y, or pass --yes to skip the question",
+        });
+      }
+    }
+    const r = await executeCleanPlan(plan);
+    for (const w of r.warnings) ctx.stderr.write(`Warning: ${w}\n`);
+    ctx.stdout.write(`Deleted ${summary(plan)}; freed ${formatCacheSize(r.bytes)}.\n`);
+  };
+  cache
+    .command("rm")
+    .description("remove repos or revisions (repo@rev) and the blobs nothing else uses")
+    .argument("<targets...>", "repo ids, or repo@revision (commit sha or ref name)")
+    .option("--repo-type <type>", "model, dataset or space")
+    .option("-y, --yes", "do not ask for confirmation")
+    .option("--dry-run", "print what would be deleted, delete nothing")
+    .option("--cache-dir <dir>", "cache root (default: $HF_HUB_CACHE, else $HF_HOME/hub)")
+    .action(async (targets: string[], f: CacheFlags) => {
+      const parsed = targets.map((t) => {
+        const at = t.lastIndexOf("@");
+        const id = at > 0 ? t.slice(0, at) : t;
+        const revision = at > 0 ? t.slice(at + 1) : undefined;
+        return { repo: parseRepoArg(id, f.repoType as never).repo, revision };
+      });
+      await run(await planRm(root(f), parsed), f, "Proceed with deletion?");
+    });
+  cache
+    .command("prune")
+    .description(
+      "remove detached revisions, unreferenced blobs, day-old partial downloads, unused empty lock files",
+    )
+    .option("--older-than <age>", "also remove repos not accessed for this long (30d, 12h, 2w)")
+    .option("-y, --yes", "do not ask for confirmation")
+    .option("--dry-run", "print what would be deleted, delete nothing")
+    .option("--cache-dir <dir>", "cache root (default: $HF_HUB_CACHE, else $HF_HOME/hub)")
+    .action(async (f: CacheFlags) => {
+      const olderThanMs = f.olderThan === undefined ? undefined : parseAge(f.olderThan);
+      await run(await planPrune(root(f), { olderThanMs }), f, "Proceed?");
+    });
+  cache
+    .command("dedupe")
+    .description("hard-link identical LFS blobs (same sha256) under different repos, after re-hashing both")
+    .option("--dry-run", "print what would be linked, change nothing")
+    .option("--cache-dir <dir>", "cache root (default: $HF_HUB_CACHE, else $HF_HOME/hub)")
+    .action(async (f: CacheFlags) => {
+      const r = await dedupeCache(root(f), { dryRun: f.dryRun });
+      for (const w of r.warnings) ctx.stderr.write(`Warning: ${w}\n`);
+      for (const l of r.links)
+        ctx.stdout.write(
+          `${f.dryRun ? "would link" : "linked"} ${l.replaced} -> ${l.keep} (${formatCacheSize(l.bytes)})\n`,
+        );
+      ctx.stdout.write(
+        `${f.dryRun ? "Dry run: would save" : "Saved"} ${formatCacheSize(r.bytesSaved)} (${r.bytesSaved} bytes) in ${r.links.length} link(s).\n`,
+      );
     });
   cache
     .command("verify")

@@ -1,4 +1,5 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
 import { diskError, makeDirs } from "./cache/dirs.js";
@@ -16,7 +17,7 @@ import { type FilePlan, planFiles } from "./plan/plan.js";
 import { type SurveyTarget, survey } from "./plan/survey.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
-import { writeFileAtomic } from "./util/atomic-write.js";
+import { openNoFollow, writeFileAtomic } from "./util/atomic-write.js";
 import { sleep as defaultSleep, type Sleep } from "./util/retry.js";
 
 export interface DownloadOptions {
@@ -119,12 +120,14 @@ async function writeRef(path: string, commit: string): Promise<void> {
  * `<local-dir>/.cache/huggingface/.gitignore` holding `*`, as huggingface_hub's _local_folder.py
  * writes it (only when absent), so `git add .` in the local dir skips the metadata.
  */
-async function writeLocalDirGitignore(localDir: string): Promise<void> {
+async function writeLocalDirGitignore(localDir: string, dirs: SafeDirs): Promise<void> {
   const dir = join(localDir, ".cache", "huggingface");
-  await makeDirs(dir);
+  // Checked like every folder of the target: a planted .cache symlink must not lead the write outside.
+  await dirs.ensure(dir);
   const path = join(dir, ".gitignore");
   try {
-    await writeFile(path, "*", { flag: "wx" });
+    const fh = await openNoFollow(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
+    await fh.writeFile("*").finally(() => fh.close());
   } catch (err) {
     if ((err as { code?: string }).code !== "EEXIST") throw diskError(err, path, "cannot write");
   }
@@ -148,7 +151,6 @@ export async function download(
   if (!config.dryRun) {
     const target = config.localDir ?? cachePaths(config.cacheDir, config.repo).repoDir;
     await makeDirs(target);
-    if (config.localDir !== undefined) await writeLocalDirGitignore(config.localDir);
   }
   const resolved = await resolveUrlRevision(hub, config, signal);
   const { commit } = resolved;
@@ -164,6 +166,7 @@ export async function download(
   const root = local ? local.root : cache.repoDir;
   const outPath = local ? local.root : cache.snapshotDir(commit);
   const dirs = new SafeDirs(root);
+  if (local && !config.dryRun) await writeLocalDirGitignore(local.root, dirs);
   const placementOf = (f: RepoFile): Placement =>
     local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs);
 

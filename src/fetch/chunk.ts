@@ -33,14 +33,16 @@ export const WRITE_MAX_DELAY_MS = 20;
 
 /** Blocks are reused across requests: a fresh block per chunk request is garbage the GC is slow to return. */
 const freeBlocks: Buffer[] = [];
-const MAX_FREE_BLOCKS = 64;
+const MAX_FREE_BLOCKS = 32;
 
-function takeBlock(): Buffer {
+/** A block for `want` more bytes: a small file's request gets a buffer of its own size, not 512 KiB. */
+function takeBlock(want: number): Buffer {
+  if (want < WRITE_BLOCK) return Buffer.allocUnsafe(want);
   return freeBlocks.pop() ?? Buffer.allocUnsafe(WRITE_BLOCK);
 }
 
 function giveBlock(b: Buffer): void {
-  if (freeBlocks.length < MAX_FREE_BLOCKS) freeBlocks.push(b);
+  if (b.length === WRITE_BLOCK && freeBlocks.length < MAX_FREE_BLOCKS) freeBlocks.push(b);
 }
 
 export type ChunkOutcome =
@@ -214,7 +216,7 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
   }
   req.onResponse?.(res.url, etag);
   task.received = task.pos;
-  const block = takeBlock();
+  const block = takeBlock(task.end - task.pos);
   let fill = 0;
   let lastWrite = Date.now();
   /** Writes the gathered block at task.pos; the block is free again afterwards. */

@@ -1,4 +1,4 @@
-import { Agent, type Dispatcher, EnvHttpProxyAgent, request } from "undici";
+import { Agent, type Dispatcher, EnvHttpProxyAgent, Pool, request } from "undici";
 import { HfgetError, redact } from "../errors.js";
 
 export interface ProxySettings {
@@ -15,6 +15,15 @@ export interface DispatcherOptions {
 /**
  * The one keep-alive connection pool of the process. Stalls are caught by undici's bodyTimeout
  * (time between two body chunks), slow servers by headersTimeout.
+ *
+ * Behind a proxy (settings from config.ts; undici is never left to read process.env itself):
+ * https targets go through a CONNECT tunnel; plain-http targets (a mirror or CDN on http) are sent
+ * to the proxy as absolute-form requests (`GET http://host:port/path`), as curl and
+ * huggingface_hub do, because Debian's default tinyproxy and squid allow CONNECT to 443 only.
+ * NO_PROXY entries (host, .suffix, host:port, `*`) go direct. There is no implicit localhost
+ * bypass: 127.0.0.1 goes through the proxy unless NO_PROXY names it. Proxy-Authorization comes only
+ * from the proxy URL's userinfo; the hub token is an ordinary Authorization header that HttpClient
+ * adds for the endpoint origin alone.
  */
 export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   const common = {
@@ -28,9 +37,16 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   if (p && (p.httpProxy || p.httpsProxy)) {
     return new EnvHttpProxyAgent({
       ...common,
-      ...(p.httpProxy ? { httpProxy: p.httpProxy } : {}),
-      ...(p.httpsProxy ? { httpsProxy: p.httpsProxy } : {}),
-      ...(p.noProxy ? { noProxy: p.noProxy } : {}),
+      // Absolute-form for http targets behind an http proxy (undici's default is to tunnel all).
+      proxyTunnel: false,
+      // undici builds the pool to the proxy for absolute-form requests with only `connect`:
+      // without this the timeouts above would not apply to plain-http targets.
+      factory: (origin: string | URL, o: object) => new Pool(origin, { ...common, ...o }),
+      // Empty strings, not undefined: undici would otherwise fall back to process.env.
+      httpProxy: p.httpProxy ?? "",
+      // Without HTTPS_PROXY, https targets use HTTP_PROXY (undici's rule, unchanged).
+      httpsProxy: p.httpsProxy ?? "",
+      noProxy: p.noProxy ?? "",
     });
   }
   return new Agent(common);
@@ -173,11 +189,15 @@ export class HttpClient {
     const e = err as { code?: string; message?: string; name?: string };
     const code = e.code ?? e.name ?? "error";
     const detail = this.redact(e.message ?? String(err));
-    const permanent = PERMANENT_NETWORK_ERRORS.test(code);
+    // undici's words for a proxy's 407, plain-http (absolute-form) and CONNECT respectively.
+    const proxyAuth = /Proxy Authentication Required \(407\)|Proxy response \(407\)/.test(detail);
+    const permanent = PERMANENT_NETWORK_ERRORS.test(code) || proxyAuth;
     return new HfgetError("NETWORK", `cannot reach ${this.#show(url)}: ${code} (${detail})`, {
-      hint: /CERT|TLS|SSL/.test(code)
-        ? "the TLS certificate was refused; check the endpoint's certificate or NODE_EXTRA_CA_CERTS"
-        : "check the network, proxy settings and --mirror / HF_ENDPOINT",
+      hint: proxyAuth
+        ? "the proxy wants credentials: put them in the proxy URL, e.g. HTTPS_PROXY=http://user:password@host:port"
+        : /CERT|TLS|SSL/.test(code)
+          ? "the TLS certificate was refused; check the endpoint's certificate or NODE_EXTRA_CA_CERTS"
+          : "check the network, proxy settings and --mirror / HF_ENDPOINT",
       cause: err,
       retryable: !permanent,
     });

@@ -4,10 +4,10 @@ import { cachePlacement, type Placement, SafeDirs } from "../cache/commit.js";
 import { cachePaths } from "../cache/paths.js";
 import type { EngineOptions } from "../config.js";
 import { Engine } from "../fetch/engine.js";
-import { DEFAULT_RETRY_POLICY, sleep } from "../util/retry.js";
 import type { HttpClient } from "../hub/http.js";
 import type { RepoFile } from "../hub/types.js";
 import type { RepoRef } from "../repo.js";
+import { DEFAULT_RETRY_POLICY, sleep } from "../util/retry.js";
 import type { Metrics } from "./metrics.js";
 
 /** What a resolve request needs to know about one file at one commit. */
