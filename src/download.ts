@@ -1,7 +1,6 @@
 import { constants } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import pLimit from "p-limit";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
 import { diskError, makeDirs } from "./cache/dirs.js";
 import { cachePaths, localDirPaths } from "./cache/paths.js";
@@ -14,6 +13,8 @@ import { listFiles } from "./hub/list-files.js";
 import { resolveRevision } from "./hub/resolve-revision.js";
 import type { RepoFile } from "./hub/types.js";
 import { offlineSnapshot, recordComplete } from "./offline.js";
+import { type FilePlan, planFiles } from "./plan/plan.js";
+import { type SurveyTarget, survey } from "./plan/survey.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { openNoFollow, writeFileAtomic } from "./util/atomic-write.js";
@@ -169,30 +170,53 @@ export async function download(
   const placementOf = (f: RepoFile): Placement =>
     local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs);
 
-  const works: FileWork[] = files.map((file) => ({
+  // The plan step: one read-only survey of the target, then a pure decision per file.
+  const target: SurveyTarget = local
+    ? { kind: "local", paths: local }
+    : { kind: "cache", paths: cache, commit };
+  const surveys = await survey(target, files);
+  const plans = new Map<string, FilePlan>(
+    planFiles(files, surveys, { force: config.force }).map((p) => [p.path, p]),
+  );
+  const planOf = (f: RepoFile): FilePlan => plans.get(f.path)!;
+  const allWorks: FileWork[] = files.map((file) => ({
     file,
     resolveUrl: hub.resolveUrl(config.repo, commit, file.path),
     placement: placementOf(file),
     force: config.force,
   }));
   const bytesTotal = files.reduce((n, f) => n + f.size, 0);
-  emit({ type: "planned", files: files.length, bytes: bytesTotal });
+  const bytesToFetch = [...plans.values()].reduce((n, p) => n + p.bytesToFetch, 0);
+  // A dry-run prints its plan instead of progress (no "finished 0/N" line for it).
+  if (!config.dryRun) emit({ type: "planned", files: files.length, bytes: bytesTotal });
+  const resultOf = (w: FileWork, status: FileResult["status"]): FileResult => ({
+    path: w.file.path,
+    size: w.file.size,
+    status,
+    location: w.placement.location,
+    action: planOf(w.file).action,
+    bytesToFetch: planOf(w.file).bytesToFetch,
+  });
 
   if (config.dryRun) {
-    // Presence checks are independent stat calls: a few dozen at once, not 3000 in a row.
-    const limit = pLimit(32);
-    const results: FileResult[] = await Promise.all(
-      works.map((w) =>
-        limit(async () => {
-          const present = !config.force && (await isPresentReadOnly(w.placement, w.file.size));
-          const status: FileResult["status"] = present ? "cached" : "planned";
-          return { path: w.file.path, size: w.file.size, status, location: w.placement.location };
-        }),
-      ),
+    const results = allWorks.map((w) =>
+      resultOf(w, planOf(w.file).action === "present" ? "cached" : "planned"),
     );
-    return summary(config, commit, outPath, results, bytesTotal, 0, started, true);
+    return summary(config, commit, outPath, results, bytesTotal, bytesToFetch, 0, started, true);
   }
 
+  // Present files skip the engine (a local-dir file whose metadata names another commit still goes
+  // through it, so its metadata is rewritten); `link` ones make only their link there, under the lock.
+  // A present file beside a stale partial of ours also goes there: it removes the partial under the lock.
+  const skip = (w: FileWork): boolean => {
+    const s = surveys.get(w.file.path);
+    if (planOf(w.file).action !== "present" || s?.partialSize !== undefined) return false;
+    return !local || s?.metadata?.commit === commit;
+  };
+  for (const w of allWorks) {
+    if (skip(w)) emit({ type: "file-done", path: w.file.path, size: w.file.size, status: "cached" });
+  }
+  const works = allWorks.filter((w) => !skip(w));
   const lockDirs = new Set(works.map((w) => dirname(w.placement.lock)));
   if (local) {
     // The engine takes each file's lock (under .cache/huggingface/download) before the placement
@@ -219,12 +243,9 @@ export async function download(
     works,
   );
   const outcomes = await engine.run();
-  const results: FileResult[] = works.map((w) => ({
-    path: w.file.path,
-    size: w.file.size,
-    status: outcomes.get(w.file.path)?.status ?? "failed",
-    location: w.placement.location,
-  }));
+  const results: FileResult[] = allWorks.map((w) =>
+    resultOf(w, skip(w) ? "cached" : (outcomes.get(w.file.path)?.status ?? "failed")),
+  );
   const failed = works.filter(
     (w) =>
       outcomes.get(w.file.path)?.status !== "downloaded" && outcomes.get(w.file.path)?.status !== "cached",
@@ -248,17 +269,7 @@ export async function download(
   }
   if (!local) await makeDirs(cache.snapshotDir(commit));
   await recordComplete(config, cache.repoDir, commit, all, files.length === all.length);
-  return summary(config, commit, outPath, results, bytesTotal, bytesDownloaded, started, false);
-}
-
-/** --dry-run must not write: a cache blob, or a local file, of the listed size counts as present. */
-async function isPresentReadOnly(p: Placement, size: number): Promise<boolean> {
-  try {
-    // stat follows the snapshot symlink to its blob; a file of another size is not the one listed.
-    return (await stat(p.location)).size === size;
-  } catch {
-    return false;
-  }
+  return summary(config, commit, outPath, results, bytesTotal, bytesToFetch, bytesDownloaded, started, false);
 }
 
 function summary(
@@ -267,6 +278,7 @@ function summary(
   path: string,
   files: FileResult[],
   bytesTotal: number,
+  bytesToFetch: number,
   bytesDownloaded: number,
   started: number,
   dryRun: boolean,
@@ -279,6 +291,7 @@ function summary(
     path,
     files,
     bytesTotal,
+    bytesToFetch,
     bytesDownloaded,
     seconds: (Date.now() - started) / 1000,
     dryRun,

@@ -1,3 +1,4 @@
+import type { PlanAction } from "./plan/plan.js";
 /** Typed events the engine emits; only the CLI turns them into text. */
 
 export type FileStatus = "downloaded" | "cached" | "failed" | "planned";
@@ -37,6 +38,10 @@ export interface FileResult {
   readonly status: FileStatus;
   /** Where the file is: snapshot path or local-dir path. */
   readonly location: string;
+  /** What the plan step decided before fetching (src/plan/plan.ts). */
+  readonly action: PlanAction;
+  /** Bytes the plan expected to fetch (0 when present; the rest of a resumed file). */
+  readonly bytesToFetch: number;
 }
 
 export interface DownloadResult {
@@ -48,6 +53,8 @@ export interface DownloadResult {
   readonly path: string;
   readonly files: readonly FileResult[];
   readonly bytesTotal: number;
+  /** Bytes the plan expected to fetch: bytesTotal less what is present or already resumed. */
+  readonly bytesToFetch: number;
   /** Bytes fetched from the network in this run. */
   readonly bytesDownloaded: number;
   readonly seconds: number;

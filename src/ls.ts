@@ -1,11 +1,12 @@
-import { existsSync } from "node:fs";
 import { cachePaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import { makeFilter } from "./glob.js";
 import { listFiles } from "./hub/list-files.js";
 import { resolveRevision } from "./hub/resolve-revision.js";
-import { blobId, expectedHash } from "./hub/types.js";
+import { expectedHash, type RepoFile } from "./hub/types.js";
 import { offlineLs } from "./offline.js";
+import { planFile } from "./plan/plan.js";
+import { survey } from "./plan/survey.js";
 import type { RepoRef } from "./repo.js";
 import type { Session } from "./session.js";
 
@@ -15,7 +16,7 @@ export interface LsEntry {
   readonly lfs: boolean;
   /** `sha256:<hex>` for LFS files, `sha1:<hex>` (git blob) otherwise: what the download is checked against. */
   readonly hash: string;
-  /** The blob is already in the cache. */
+  /** The blob is in the cache at the listed size (the plan step's `present` or `link`). */
   readonly cached: boolean;
 }
 
@@ -32,17 +33,22 @@ export async function ls(config: Config, session: Session, signal?: AbortSignal)
   const { commit } = await resolveRevision(session.hub, config.repo, config.revision, signal);
   const filter = makeFilter(config.include, config.exclude);
   const paths = cachePaths(config.cacheDir, config.repo);
-  const files: LsEntry[] = [];
+  const picked: RepoFile[] = [];
   for await (const f of listFiles(session.hub, config.repo, commit, { signal })) {
-    if (!filter(f.path)) continue;
+    if (filter(f.path)) picked.push(f);
+  }
+  // Same survey and plan as a download: a blob of another size is not cached.
+  const surveys = await survey({ kind: "cache", paths, commit }, picked);
+  const files: LsEntry[] = picked.map((f) => {
     const h = expectedHash(f);
-    files.push({
+    const action = planFile(f, surveys.get(f.path), { force: false }).action;
+    return {
       path: f.path,
       size: f.size,
       lfs: f.lfs !== undefined,
       hash: `${h.algorithm === "sha256" ? "sha256" : "sha1"}:${h.hex}`,
-      cached: existsSync(paths.blob(blobId(f))),
-    });
-  }
+      cached: action === "present" || action === "link",
+    };
+  });
   return { repo: config.repo, revision: config.revision, commit, files };
 }

@@ -83,6 +83,7 @@ function result(config: Config, commit: string, path: string, files: FileResult[
     path,
     files,
     bytesTotal: files.reduce((n, f) => n + f.size, 0),
+    bytesToFetch: 0,
     bytesDownloaded: 0,
     seconds: 0,
     dryRun: config.dryRun,
@@ -115,7 +116,8 @@ export async function offlineSnapshot(config: Config): Promise<DownloadResult> {
   for (const p of want) {
     const location = paths.snapshotFile(commit, p);
     const st = await stat(location).catch(() => undefined);
-    if (st?.isFile()) files.push({ path: p, size: st.size, status: "cached", location });
+    if (st?.isFile())
+      files.push({ path: p, size: st.size, status: "cached", location, action: "present", bytesToFetch: 0 });
     else missing.push(p);
   }
   if (missing.length > 0) throw incomplete(config, commit, missing, "the cache");
@@ -150,7 +152,8 @@ async function offlineLocalDir(config: Config, root: string): Promise<DownloadRe
   for (const p of want) {
     const location = local.file(p);
     const st = await lstat(location).catch(() => undefined);
-    if (st?.isFile() && byPath.has(p)) files.push({ path: p, size: st.size, status: "cached", location });
+    if (st?.isFile() && byPath.has(p))
+      files.push({ path: p, size: st.size, status: "cached", location, action: "present", bytesToFetch: 0 });
     else missing.push(p);
   }
   if (missing.length > 0) throw incomplete(config, commit, missing, root);

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { buildConfig, DEFAULTS } from "../config.js";
 import { download } from "../download.js";
 import type { DownloadResult } from "../events.js";
+import { formatBytes } from "../format.js";
 import { makeReporter } from "../progress.js";
 import { openSession } from "../session.js";
 import type { CommandContext } from "./context.js";
@@ -10,6 +11,19 @@ import { commonOptions, type Flags, toRaw } from "./options.js";
 function renderResult(r: DownloadResult, json: boolean): string {
   if (json) return `${JSON.stringify(r)}\n`;
   return `${r.path}\n`;
+}
+
+/** Dry-run: one line per file with the plan's action and bytes to fetch, then a total. */
+function renderPlan(r: DownloadResult): string {
+  const line = (f: DownloadResult["files"][number]): string => {
+    if (f.action === "fetch") return `fetch  ${formatBytes(f.bytesToFetch)}  ${f.path}`;
+    if (f.action === "resume")
+      return `resume ${formatBytes(f.bytesToFetch)} of ${formatBytes(f.size)}  ${f.path}`;
+    return `${f.action}  ${f.path}`;
+  };
+  const n = (a: string) => r.files.filter((f) => f.action === a).length;
+  const total = `total: ${formatBytes(r.bytesToFetch)} to fetch of ${formatBytes(r.bytesTotal)}; ${n("fetch")} fetch, ${n("resume")} resume, ${n("link")} link, ${n("present")} present`;
+  return `${[...r.files.map(line), total].join("\n")}\n`;
 }
 
 /** The default command: `hfget <repo_id> [files...]`. It lives on the program itself. */
@@ -41,6 +55,7 @@ export function registerDownload(program: Command, ctx: CommandContext): void {
           onEvent: (e) => reporter.onEvent(e),
         });
         reporter.stop();
+        if (result.dryRun && !config.json) io.stderr.write(renderPlan(result));
         io.stdout.write(renderResult(result, config.json));
       } catch (err) {
         reporter.stop();

@@ -317,11 +317,9 @@ export class Engine {
 
   async #openJob(job: Job): Promise<void> {
     try {
+      // The caller's plan (src/plan) already skipped files that were present; "present?" is asked
+      // again only under the lock, where the answer cannot change.
       const { placement } = job.work;
-      if (!job.work.force && (await placement.isPresent())) {
-        this.#finishJob(job, { status: "cached" });
-        return;
-      }
       const release = await atPath(placement.lock, () => tryLock(placement.lock));
       if (release === undefined) {
         // Another process is fetching this blob: come back later (it may be done by then).
@@ -334,8 +332,10 @@ export class Engine {
         return;
       }
       job.release = release;
-      // Another process may have committed the file while we waited for its lock.
-      if (!job.work.force && job.notBefore > 0 && (await placement.isPresent())) {
+      // Another process may have committed the file since the plan's survey (or while we waited for
+      // its lock): re-checked under the lock, and our own partial file and state are then stale.
+      if (!job.work.force && (await placement.isPresent())) {
+        await discardIncomplete(placement).catch(() => undefined);
         await release();
         job.release = undefined;
         this.#finishJob(job, { status: "cached" });

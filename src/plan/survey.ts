@@ -1,0 +1,106 @@
+import { lstat, readFile, readlink, stat } from "node:fs/promises";
+import pLimit from "p-limit";
+import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "../cache/paths.js";
+import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
+import { loadState } from "../state.js";
+
+/**
+ * The survey step: one read-only I/O pass per selected file recording what is on disk. It decides
+ * nothing (plan.ts does); it never writes, so dry-run and `ls` can use it.
+ */
+export interface FileSurvey {
+  readonly path: string;
+  /** Cache: size of `blobs/<id>` when it is a regular file. */
+  readonly blobSize?: number;
+  /** Cache: the snapshot link exists and points at `blobs/<id>` (or is a copy of the blob's size). */
+  readonly linkOk?: boolean;
+  /** Local dir: size and mtime (ms) of the file when it is a regular file. */
+  readonly localSize?: number;
+  readonly localMtimeMs?: number;
+  /** Local dir: huggingface_hub's `.metadata` (commit, etag, timestamp in seconds). */
+  readonly metadata?: { readonly commit: string; readonly etag: string; readonly timestamp: number };
+  /** hfget's partial file (`.hfget-partial`) size, when there is one. */
+  readonly partialSize?: number;
+  /** Bytes its resume state records as done (the state matched this file's size and hash). */
+  readonly resumeDone?: number;
+}
+
+/** Where one target keeps its files: the cache of a repo at a commit, or a local dir. */
+export type SurveyTarget =
+  | { readonly kind: "cache"; readonly paths: CachePaths; readonly commit: string }
+  | { readonly kind: "local"; readonly paths: LocalDirPaths };
+
+async function fileSize(
+  path: string,
+  follow: boolean,
+): Promise<{ size: number; mtimeMs: number } | undefined> {
+  try {
+    const st = follow ? await stat(path) : await lstat(path);
+    return st.isFile() ? { size: st.size, mtimeMs: st.mtimeMs } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function readMetadata(path: string): Promise<FileSurvey["metadata"]> {
+  try {
+    const [commit, etag, ts] = (await readFile(path, "utf8")).split("\n");
+    const timestamp = Number(ts);
+    if (!commit || !etag || !Number.isFinite(timestamp)) return undefined;
+    return { commit, etag, timestamp };
+  } catch {
+    return undefined;
+  }
+}
+
+async function partial(incomplete: string, state: string, file: RepoFile): Promise<Partial<FileSurvey>> {
+  const p = await fileSize(incomplete, false);
+  if (p === undefined) return {};
+  const h = expectedHash(file);
+  const saved = await loadState(state, { size: file.size, hash: `${h.algorithm}:${h.hex}` });
+  const done = saved?.done.reduce((n, [a, b]) => n + (b - a), 0);
+  return { partialSize: p.size, ...(done === undefined ? {} : { resumeDone: done }) };
+}
+
+export async function surveyFile(target: SurveyTarget, file: RepoFile): Promise<FileSurvey> {
+  if (target.kind === "cache") {
+    const { paths, commit } = target;
+    const id = blobId(file);
+    const blob = await fileSize(paths.blob(id), false);
+    const link = paths.snapshotFile(commit, file.path);
+    let linkOk = false;
+    try {
+      linkOk = (await readlink(link)) === blobLinkTarget(file.path, id);
+    } catch {
+      // missing, or a copy where symlinks fail: a regular file of the listed size counts
+      const copy = await fileSize(link, false);
+      linkOk = copy !== undefined && copy.size === file.size;
+    }
+    return {
+      path: file.path,
+      ...(blob === undefined ? {} : { blobSize: blob.size }),
+      linkOk,
+      ...(await partial(paths.incomplete(id), paths.state(id), file)),
+    };
+  }
+  const { paths } = target;
+  const local = await fileSize(paths.file(file.path), false);
+  const metadata = await readMetadata(paths.metadata(file.path));
+  return {
+    path: file.path,
+    ...(local === undefined ? {} : { localSize: local.size, localMtimeMs: local.mtimeMs }),
+    ...(metadata === undefined ? {} : { metadata }),
+    ...(await partial(paths.incomplete(file.path), paths.state(file.path), file)),
+  };
+}
+
+/** Surveys every file, a few dozen at once (independent stat calls, not thousands in a row). */
+export async function survey(
+  target: SurveyTarget,
+  files: readonly RepoFile[],
+  concurrency = 32,
+): Promise<Map<string, FileSurvey>> {
+  const limit = pLimit(concurrency);
+  const out = await Promise.all(files.map((f) => limit(() => surveyFile(target, f))));
+  return new Map(out.map((s) => [s.path, s]));
+}
