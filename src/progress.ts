@@ -83,6 +83,7 @@ export function lineReporter(opts: ReporterOptions): Reporter {
   const t = new Totals(now);
   const every = opts.intervalMs ?? 5000;
   let last = now();
+  let lastWait = Number.NEGATIVE_INFINITY;
   const write = (s: string) => opts.stream.write(`${s}\n`);
   const status = () => {
     const rate = t.rate();
@@ -105,6 +106,16 @@ export function lineReporter(opts: ReporterOptions): Reporter {
       else if (e.type === "file-done" && e.status === "failed") write(`hfget: FAILED ${e.path}`);
       else if (e.type === "verify-failed")
         write(`hfget: ${e.path}: hash mismatch${e.willRetry ? ", downloading it again" : ""}`);
+      else if (e.type === "lock-wait")
+        write(`hfget: waiting for ${e.path}: another process holds its lock ${e.lock}`);
+      else if (e.type === "retry" && e.delayMs >= 1000 && now() - lastWait >= every) {
+        // Waits are said (a run that gets 429s for minutes must not look hung), at most once per
+        // status interval: 32 connections backing off together would otherwise print 32 lines.
+        lastWait = now();
+        write(
+          `hfget: ${e.path}: ${e.reason}; waiting ${formatDuration(e.delayMs / 1000)} (attempt ${e.attempt})`,
+        );
+      }
       if (now() - last >= every) {
         last = now();
         status();

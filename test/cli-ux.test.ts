@@ -254,4 +254,27 @@ describe("line reporter (issue 8 item 8)", () => {
     assert.match(status[0] ?? "", /starting/);
     assert.doesNotMatch(status[0] ?? "", /0 B\/s/);
   });
+
+  it("says when it waits: a held lock, and backoff (429) at most once per interval", () => {
+    let clock = 0;
+    const out: string[] = [];
+    const stream = {
+      write: (s: string) => out.push(s) !== 0,
+      isTTY: false,
+    } as unknown as NodeJS.WritableStream;
+    const r = lineReporter({ stream, quiet: false, intervalMs: 5000, now: () => clock });
+    r.onEvent({ type: "lock-wait", path: "w.bin", lock: "/c/.locks/x/abc.lock" });
+    const retry = { type: "retry", path: "w.bin", attempt: 2, delayMs: 30_000, reason: "HTTP 429" } as const;
+    r.onEvent(retry);
+    r.onEvent(retry);
+    clock = 6000;
+    r.onEvent({ ...retry, attempt: 3 });
+    r.onEvent({ ...retry, delayMs: 200 });
+    const text = out.join("");
+    assert.match(text, /waiting for w\.bin: another process holds its lock \/c\/\.locks\/x\/abc\.lock/);
+    const waits = out.filter((l) => l.includes("HTTP 429; waiting"));
+    assert.equal(waits.length, 2, text);
+    assert.match(waits[0] ?? "", /attempt 2/);
+    assert.match(waits[1] ?? "", /attempt 3/);
+  });
 });
