@@ -1,10 +1,11 @@
-import { copyFile, lstat, readFile, readlink, realpath, rename, rm, stat, symlink } from "node:fs/promises";
+import { copyFile, lstat, readlink, realpath, rename, rm, stat, symlink } from "node:fs/promises";
 import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
 import { openNoFollow, tmpName, writeFileAtomic } from "../util/atomic-write.js";
 import { fileMatches } from "../verify.js";
 import { makeDirs } from "./dirs.js";
+import { readLocalMetadata } from "./local-metadata.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "./paths.js";
 
 /** Where one file's bytes go while downloading, and how they are made visible once verified. */
@@ -144,24 +145,6 @@ export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile
   };
 }
 
-/** huggingface_hub's `.cache/huggingface/download/<path>.metadata`: commit, etag, timestamp. */
-interface LocalMetadata {
-  readonly commit: string;
-  readonly etag: string;
-  readonly timestamp: number;
-}
-
-async function readMetadata(path: string): Promise<LocalMetadata | undefined> {
-  try {
-    const [commit, etag, ts] = (await readFile(path, "utf8")).split("\n");
-    const timestamp = Number(ts);
-    if (!commit || !etag || !Number.isFinite(timestamp)) return undefined;
-    return { commit, etag, timestamp };
-  } catch {
-    return undefined;
-  }
-}
-
 export function localDirPlacement(
   paths: LocalDirPaths,
   commit: string,
@@ -190,7 +173,7 @@ export function localDirPlacement(
         return false;
       }
       if (!st.isFile() || st.size !== file.size) return false;
-      const meta = await readMetadata(metadata);
+      const meta = await readLocalMetadata(metadata);
       // huggingface_hub trusts metadata when the file was not modified after it was written.
       if (meta && meta.etag === expected.hex && st.mtimeMs / 1000 - 1 <= meta.timestamp) {
         if (meta.commit !== commit) await writeMetadata().catch(() => undefined);

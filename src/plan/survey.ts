@@ -1,5 +1,6 @@
-import { lstat, readFile, readlink, stat } from "node:fs/promises";
+import { lstat, readlink, stat } from "node:fs/promises";
 import pLimit from "p-limit";
+import { type LocalMetadata, readLocalMetadata } from "../cache/local-metadata.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "../cache/paths.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
 import { loadState } from "../state.js";
@@ -18,7 +19,7 @@ export interface FileSurvey {
   readonly localSize?: number;
   readonly localMtimeMs?: number;
   /** Local dir: huggingface_hub's `.metadata` (commit, etag, timestamp in seconds). */
-  readonly metadata?: { readonly commit: string; readonly etag: string; readonly timestamp: number };
+  readonly metadata?: LocalMetadata;
   /** hfget's partial file (`.hfget-partial`) size, when there is one. */
   readonly partialSize?: number;
   /** Bytes its resume state records as done (the state matched this file's size and hash). */
@@ -37,17 +38,6 @@ async function fileSize(
   try {
     const st = follow ? await stat(path) : await lstat(path);
     return st.isFile() ? { size: st.size, mtimeMs: st.mtimeMs } : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function readMetadata(path: string): Promise<FileSurvey["metadata"]> {
-  try {
-    const [commit, etag, ts] = (await readFile(path, "utf8")).split("\n");
-    const timestamp = Number(ts);
-    if (!commit || !etag || !Number.isFinite(timestamp)) return undefined;
-    return { commit, etag, timestamp };
   } catch {
     return undefined;
   }
@@ -85,7 +75,7 @@ export async function surveyFile(target: SurveyTarget, file: RepoFile): Promise<
   }
   const { paths } = target;
   const local = await fileSize(paths.file(file.path), false);
-  const metadata = await readMetadata(paths.metadata(file.path));
+  const metadata = await readLocalMetadata(paths.metadata(file.path));
   return {
     path: file.path,
     ...(local === undefined ? {} : { localSize: local.size, localMtimeMs: local.mtimeMs }),
