@@ -54,7 +54,7 @@ export function registerDownload(program: Command, ctx: CommandContext): void {
           signal: ctx.signal,
           onEvent: (e) => reporter.onEvent(e),
         });
-        reporter.stop();
+        reporter.stop(result);
         if (result.dryRun && !config.json) io.stderr.write(renderPlan(result));
         io.stdout.write(renderResult(result, config.json));
       } catch (err) {
