@@ -27,7 +27,9 @@ const PLAIN: BarLineStyle = { bar: (f, e) => f + e, name: (s) => s };
 const BAR_MAX = 30;
 const BAR_MIN = 10;
 /** Shortest a name is cut to before lesser fields (the bar, the total) give way. */
-const NAME_MIN = 20;
+const NAME_MIN = 24;
+/** Shortest a name is cut to so that a wait message fits. */
+const NAME_SHORT = 16;
 const ELLIPSIS = "…";
 
 const segmenter = new Intl.Segmenter();
@@ -96,8 +98,9 @@ interface Layout {
 
 /**
  * `[bar] pct% done / total  rate  ETA  name`, never wider than `columns`. As the terminal narrows,
- * the bar shrinks first, then the rate goes, then the name is cut in the middle (down to NAME_MIN),
- * then the bar and the total go; the percentage, ETA (or the wait) and the name stay.
+ * the bar shrinks first, then the rate goes, then the name is cut in the middle (down to NAME_MIN)
+ * to keep a bar; narrower, the bar and the total go before the name is cut further. The
+ * percentage, the ETA (or the wait) and the name stay.
  */
 export function formatBarLine(s: BarLineState, columns: number, style: BarLineStyle = PLAIN): string {
   const progress = s.total > 0 ? Math.min(1, s.done / s.total) : 0;
@@ -130,6 +133,8 @@ export function formatBarLine(s: BarLineState, columns: number, style: BarLineSt
     { bar: true, rate: true, total: true, cut: false },
     { bar: true, rate: false, total: true, cut: false },
     { bar: true, rate: false, total: true, cut: true },
+    { bar: false, rate: false, total: true, cut: false },
+    { bar: false, rate: false, total: false, cut: false },
     { bar: false, rate: false, total: true, cut: true },
     { bar: false, rate: false, total: false, cut: true },
   ];
@@ -145,13 +150,16 @@ export function formatBarLine(s: BarLineState, columns: number, style: BarLineSt
       return render(l, barWidth, truncateMiddle(s.name, room - barWidth));
     }
   }
-  // Narrow: the name keeps NAME_MIN columns and a wait message is cut to what is left; if even that
-  // does not fit, the line is cut at the terminal's edge.
+  // Narrow: the wait message and the name share what is left (the name keeps NAME_SHORT columns at
+  // least); if even that does not fit, the line is cut at the terminal's edge.
   const last: Layout = { bar: false, rate: false, total: false };
-  const name = truncateMiddle(s.name, NAME_MIN);
+  let name = truncateMiddle(s.name, NAME_MIN);
   let wait = s.wait;
   if (wait !== undefined) {
-    const room = columns - widthOf(last, 0, name, "") - 1;
+    const avail = columns - widthOf(last, 0, "", "") - 2;
+    const nameRoom = Math.max(Math.min(nameWidth, NAME_SHORT), avail - displayWidth(wait));
+    name = truncateMiddle(s.name, nameRoom);
+    const room = avail - displayWidth(name);
     wait = room >= 8 ? truncateEnd(wait, room) : "";
   }
   const line = render(last, 0, name, wait, PLAIN);

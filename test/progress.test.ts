@@ -63,7 +63,7 @@ describe("progress line layout (issue 8 item 8: a pure function of state and col
           wait.startsWith("retrying") ? /retrying in 12s \(429\)/ : /waiting for lock/,
           line,
         );
-        assert.match(line, /safetensors$/, line);
+        assert.match(line, /fetensors$/, line);
       }
     }
   });
