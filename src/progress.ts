@@ -201,6 +201,7 @@ export function barReporter(opts: ReporterOptions): Reporter {
     { bar: cliProgress.SingleBar; size: number; done: number; meter: RateMeter }
   >();
   const waits = new Map<string, Wait>();
+  let lastBytes = Number.NEGATIVE_INFINITY;
   const BIG = 8 * 1024 * 1024;
   const waitOf = (path: string): string | undefined => {
     const w = waits.get(path);
@@ -211,7 +212,10 @@ export function barReporter(opts: ReporterOptions): Reporter {
     for (const [path, w] of waits) if (w.kind === "retry" && w.until <= now()) waits.delete(path);
     if (overall === undefined) return;
     const name = `total ${t.filesDone}/${t.filesTotal} files`;
-    const wait = rate > 0 ? undefined : describeWaits([...waits.values()], now());
+    // The run's line tells of a wait once no bytes came for a second (a tiny file done earlier must
+    // not hide it behind a rate of 2 B/s).
+    const idle = now() - lastBytes >= 1000;
+    const wait = idle ? describeWaits([...waits.values()], now()) : undefined;
     const state: BarLineState = { name, done: t.bytesDone, total: t.bytesTotal, rate, wait };
     overall.setTotal(Math.max(1, t.bytesTotal));
     overall.update(t.bytesDone, { state });
@@ -240,6 +244,7 @@ export function barReporter(opts: ReporterOptions): Reporter {
         }
       } else if (e.type === "bytes") {
         waits.delete(e.path);
+        lastBytes = now();
         const b = bars.get(e.path);
         if (b) b.done += e.bytes;
       } else if (e.type === "lock-wait") {
