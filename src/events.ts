@@ -25,6 +25,13 @@ export type DownloadEvent =
       readonly delayMs: number;
       readonly reason: string;
     }
+  /** A hub API request (revision, file listing) failed and is tried again after `delayMs`. */
+  | {
+      readonly type: "api-retry";
+      readonly attempt: number;
+      readonly delayMs: number;
+      readonly reason: string;
+    }
   /** The file waits for its lock, held by another process (hfget or huggingface_hub) fetching it. */
   | { readonly type: "lock-wait"; readonly path: string; readonly lock: string }
   | { readonly type: "verify-failed"; readonly path: string; readonly willRetry: boolean }

@@ -128,12 +128,17 @@ export function lineReporter(opts: ReporterOptions): Reporter {
         write(`hfget: ${e.path}: hash mismatch${e.willRetry ? ", downloading it again" : ""}`);
       else if (e.type === "lock-wait")
         write(`hfget: waiting for ${e.path}: another process holds its lock ${e.lock}`);
-      else if (e.type === "retry" && e.delayMs >= 1000 && now() - lastWait >= every) {
+      else if (
+        (e.type === "retry" || e.type === "api-retry") &&
+        e.delayMs >= 1000 &&
+        now() - lastWait >= every
+      ) {
         // Waits are said (a run that gets 429s for minutes must not look hung), at most once per
         // status interval: 32 connections backing off together would otherwise print 32 lines.
         lastWait = now();
+        const what = e.type === "retry" ? `${e.path}: ` : "";
         write(
-          `hfget: ${e.path}: ${e.reason}; waiting ${formatDuration(e.delayMs / 1000)} (attempt ${e.attempt})`,
+          `hfget: ${what}${e.reason}; waiting ${formatDuration(e.delayMs / 1000)} (attempt ${e.attempt})`,
         );
       }
       if (now() - last >= every) {
@@ -202,6 +207,9 @@ export function barReporter(opts: ReporterOptions): Reporter {
   >();
   const waits = new Map<string, Wait>();
   let lastBytes = Number.NEGATIVE_INFINITY;
+  let planned = false;
+  /** The key of an API request's wait in `waits` (no file path is empty). */
+  const API = "";
   const BIG = 8 * 1024 * 1024;
   const waitOf = (path: string): string | undefined => {
     const w = waits.get(path);
@@ -211,7 +219,7 @@ export function barReporter(opts: ReporterOptions): Reporter {
     const rate = t.rate();
     for (const [path, w] of waits) if (w.kind === "retry" && w.until <= now()) waits.delete(path);
     if (overall === undefined) return;
-    const name = `total ${t.filesDone}/${t.filesTotal} files`;
+    const name = planned ? `total ${t.filesDone}/${t.filesTotal} files` : "contacting the hub";
     // The run's line tells of a wait once no bytes came for a second (a tiny file done earlier must
     // not hide it behind a rate of 2 B/s).
     const idle = now() - lastBytes >= 1000;
@@ -231,12 +239,18 @@ export function barReporter(opts: ReporterOptions): Reporter {
   return {
     onEvent(e) {
       t.apply(e);
-      if (e.type === "planned" && overall === undefined) {
-        overall = multi.create(Math.max(1, e.bytes), 0, {
-          state: { name: `total 0/${e.files} files`, done: 0, total: e.bytes, rate: 0 },
-        });
+      if (e.type === "planned") planned = true;
+      // The run's line appears with the plan, or earlier when an API request must wait.
+      if ((e.type === "planned" || e.type === "api-retry") && overall === undefined) {
+        overall = multi.create(1, 0, { state: { name: "", done: 0, total: 0, rate: 0 } });
+        render();
+      }
+      if (e.type === "api-retry") {
+        if (e.delayMs >= 1000) waits.set(API, { kind: "retry", until: now() + e.delayMs, reason: e.reason });
+        render();
       } else if (e.type === "file-start") {
         waits.delete(e.path);
+        waits.delete(API);
         if (e.size >= BIG && !bars.has(e.path)) {
           const state: BarLineState = { name: e.path, done: e.resumedBytes, total: e.size, rate: 0 };
           const bar = multi.create(e.size, e.resumedBytes, { state });

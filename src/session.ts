@@ -8,6 +8,8 @@ export interface SessionDeps {
   /** Inject a dispatcher (tests); otherwise one keep-alive Agent is created for the session. */
   readonly dispatcher?: Dispatcher;
   readonly sleep?: Sleep;
+  /** Told before each backoff of a hub API request (the CLI shows it as an "api-retry" event). */
+  readonly onRetry?: (info: { attempt: number; delayMs: number; error: unknown }) => void;
 }
 
 export interface Session {
@@ -25,6 +27,7 @@ export function openSession(config: Config, deps: SessionDeps = {}): Session {
     http,
     retry: { ...DEFAULT_RETRY_POLICY, retries: config.retries },
     ...(deps.sleep ? { sleep: deps.sleep } : {}),
+    ...(deps.onRetry ? { onRetry: deps.onRetry } : {}),
   });
   return {
     hub,

@@ -63,9 +63,15 @@ describe("progress on a real terminal (issue 8 item 8)", { skip }, () => {
     ]);
     const hub = await startFakeHub({ repos: [repo] });
     try {
-      // Every CDN request is told to come back in 1 s, twice; then the bytes flow slowly enough
+      // The first API request and the first CDN requests is told to come back in 1 s, twice; then the bytes flow slowly enough
       // (about 2 s) for the bars to draw several times.
       hub.faults.push(
+        {
+          server: "hub",
+          pathIncludes: "/api/models/org/tty/revision/",
+          times: 1,
+          fault: { type: "status", status: 429, headers: { "retry-after": "1" } },
+        },
         { server: "cdn", times: 2, fault: { type: "status", status: 429, headers: { "retry-after": "1" } } },
         { server: "cdn", fault: { type: "throttle", bytesPerSec: 8_000_000 } },
       );
@@ -102,6 +108,13 @@ describe("progress on a real terminal (issue 8 item 8)", { skip }, () => {
         bars.some((b) => /retrying in \d+(\.\d)?s \(429\)/.test(b)),
         `no wait drawn:\n${bars.join("\n")}`,
       );
+      assert.ok(
+        bars.some((b) => /retrying in \d+(\.\d)?s \(429\) contacting the hub$/.test(b)),
+        `no wait drawn for the API's 429:\n${bars.join("\n")}`,
+      );
+      // NO_COLOR (set by cleanEnv) holds on a terminal too.
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: looking for colour codes
+      assert.doesNotMatch(out, /\u001b\[[0-9;]*m/);
       // The run's own line says so too (config.json's 2 bytes moved: no "2 B/s, ETA 541h" instead).
       assert.ok(
         bars.some((b) => /retrying in \d+(\.\d)?s \(429\) total \d\/2 files$/.test(b)),

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { barReporter, describeWaits, shortReason } from "../src/progress.js";
+import { barReporter, describeWaits, lineReporter, shortReason } from "../src/progress.js";
 import { displayWidth, formatBarLine, truncateMiddle } from "../src/progress-line.js";
 
 const SHARD = "model-00001-of-00004.safetensors";
@@ -98,6 +98,19 @@ describe("wait text", () => {
       "2 files waiting for locks held by other processes",
     );
     assert.equal(describeWaits([], 0), undefined);
+  });
+});
+
+describe("line reporter: API backoffs", () => {
+  it("says when a hub API request waits (429 on the revision or the listing)", () => {
+    const out: string[] = [];
+    const stream = {
+      write: (s: string) => out.push(s) !== 0,
+      isTTY: false,
+    } as unknown as NodeJS.WritableStream;
+    const r = lineReporter({ stream, quiet: false, intervalMs: 5000, now: () => 0 });
+    r.onEvent({ type: "api-retry", attempt: 1, delayMs: 12_000, reason: "repo org/m: rate limited (429)" });
+    assert.deepEqual(out, ["hfget: repo org/m: rate limited (429); waiting 12s (attempt 1)\n"]);
   });
 });
 

@@ -44,10 +44,19 @@ export function registerDownload(program: Command, ctx: CommandContext): void {
       const config = buildConfig(toRaw(repoId, files, flags), io.env);
       ctx.setConfig(config);
       for (const n of config.notices) io.stderr.write(`hfget: note: ${n}\n`);
-      const session = openSession(config);
       const reporter = makeReporter({
         stream: io.stderr,
         quiet: config.quiet || !config.progress || (config.json && !io.stderr.isTTY),
+      });
+      // Backoffs of API requests (revision, listing) are shown too: a run told 429 must not look hung.
+      const session = openSession(config, {
+        onRetry: ({ attempt, delayMs, error }) =>
+          reporter.onEvent({
+            type: "api-retry",
+            attempt,
+            delayMs,
+            reason: error instanceof Error ? error.message : String(error),
+          }),
       });
       try {
         const result = await download(config, session, {
