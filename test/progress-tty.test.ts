@@ -131,4 +131,22 @@ describe("progress on a real terminal (issue 8 item 8)", { skip }, () => {
       await hub.close();
     }
   });
+
+  it("HF_HUB_DISABLE_PROGRESS_BARS=1 draws no bars on a terminal either", async () => {
+    const repo = makeRepo("org/quiet", [fileFromBuffer("config.json", Buffer.from("{}"))]);
+    const hub = await startFakeHub({ repos: [repo] });
+    try {
+      const cmd = [process.execPath, BIN, "org/quiet", "--mirror", hub.url, "--cache-dir", tempDir()]
+        .map(q)
+        .join(" ");
+      const env = cleanEnv({ TERM: "xterm", HF_HUB_DISABLE_PROGRESS_BARS: "1" });
+      const { code, out } = await inPty(cmd, 80, env, 20_000);
+      assert.equal(code, 0, out);
+      const pieces = drawnPieces(out);
+      assert.equal(pieces.length, 1, out);
+      assert.match(pieces[0] ?? "", /models--org--quiet\/snapshots\/[0-9a-f]{40}$/);
+    } finally {
+      await hub.close();
+    }
+  });
 });
