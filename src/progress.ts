@@ -208,6 +208,8 @@ export function barReporter(opts: ReporterOptions): Reporter {
   const waits = new Map<string, Wait>();
   let lastBytes = Number.NEGATIVE_INFINITY;
   let planned = false;
+  /** Files started and not done. */
+  const inFlight = new Set<string>();
   /** The key of an API request's wait in `waits` (no file path is empty). */
   const API = "";
   const BIG = 8 * 1024 * 1024;
@@ -220,9 +222,10 @@ export function barReporter(opts: ReporterOptions): Reporter {
     for (const [path, w] of waits) if (w.kind === "retry" && w.until <= now()) waits.delete(path);
     if (overall === undefined) return;
     const name = planned ? `total ${t.filesDone}/${t.filesTotal} files` : "contacting the hub";
-    // The run's line tells of a wait once no bytes came for a second (a tiny file done earlier must
-    // not hide it behind a rate of 2 B/s).
-    const idle = now() - lastBytes >= 1000;
+    // The run's line tells of a wait when every file in flight waits, or no bytes came for a second
+    // (a tiny file done just before must not hide it behind "2 B/s, ETA 1464h").
+    const moving = [...inFlight].some((p) => !waits.has(p));
+    const idle = !moving || now() - lastBytes >= 1000;
     const wait = idle ? describeWaits([...waits.values()], now()) : undefined;
     const state: BarLineState = { name, done: t.bytesDone, total: t.bytesTotal, rate, wait };
     overall.setTotal(Math.max(1, t.bytesTotal));
@@ -251,6 +254,7 @@ export function barReporter(opts: ReporterOptions): Reporter {
       } else if (e.type === "file-start") {
         waits.delete(e.path);
         waits.delete(API);
+        inFlight.add(e.path);
         if (e.size >= BIG && !bars.has(e.path)) {
           const state: BarLineState = { name: e.path, done: e.resumedBytes, total: e.size, rate: 0 };
           const bar = multi.create(e.size, e.resumedBytes, { state });
@@ -263,11 +267,14 @@ export function barReporter(opts: ReporterOptions): Reporter {
         if (b) b.done += e.bytes;
       } else if (e.type === "lock-wait") {
         waits.set(e.path, { kind: "lock" });
+        // Once per file (the engine says it once): which file, and whose lock, stays above the bars.
+        multi.log(`${chalk.yellow("waiting")} for ${e.path}: another process holds its lock ${e.lock}\n`);
       } else if (e.type === "retry" && e.delayMs >= 1000) {
         // Short backoffs are not worth a word; a long one (429 Retry-After) must not look like a hang.
         waits.set(e.path, { kind: "retry", until: now() + e.delayMs, reason: e.reason });
       } else if (e.type === "file-done") {
         waits.delete(e.path);
+        inFlight.delete(e.path);
         const b = bars.get(e.path);
         if (b) {
           multi.remove(b.bar);

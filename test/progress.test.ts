@@ -151,6 +151,10 @@ describe("bar reporter (TTY)", () => {
     await new Promise((res) => setTimeout(res, 450));
     const locked = plain(out.slice(-20).join(""));
     assert.match(locked, /waiting for lock held by another process/, locked);
+    assert.match(
+      plain(out.join("")),
+      /waiting for small\.bin: another process holds its lock \/c\/\.locks\/x\.lock/,
+    );
     r.onEvent({ type: "file-done", path: "small.bin", size: 10_000_000, status: "cached" });
     r.stop({ path: "/cache/snapshots/abc" });
     const last = out.at(-1) ?? "";
