@@ -6,6 +6,7 @@ import { rmSync } from "node:fs";
 import { describe, it } from "node:test";
 import { type Release, tryLock } from "../src/cache/lock.js";
 import { isHfgetError } from "../src/errors.js";
+import { FileJob, type FileWork } from "../src/fetch/job.js";
 import { runEngine } from "./enginekit.js";
 import { fileFromBuffer, makeRepo, randomBytesSeeded } from "./fakehub/index.js";
 import { tempDir, withHub } from "./helpers.js";
@@ -13,6 +14,37 @@ import { tempDir, withHub } from "./helpers.js";
 const bad = fileFromBuffer("bad.bin", randomBytesSeeded(11, 12 * 1024 * 1024), { lfs: true });
 const good = fileFromBuffer("good.bin", randomBytesSeeded(12, 3 * 1024 * 1024), { lfs: true });
 const repo = makeRepo("org/sched", [bad, good]);
+
+describe("file job", () => {
+  const work = {
+    file: { path: "f.bin", size: 10, gitOid: "0".repeat(40) },
+    sources: [{ endpoint: "http://h", url: "http://h/r/resolve/c/f.bin" }],
+    placement: {} as FileWork["placement"],
+    force: false,
+  };
+
+  it("moves only along its phases; anything else is a bug", () => {
+    const job = new FileJob(work, new AbortController().signal);
+    assert.equal(job.phase, "queued");
+    assert.throws(() => job.to("fetching"), /phase queued -> fetching/);
+    for (const p of ["opening", "queued", "opening", "probing", "fetching", "finishing", "done"] as const)
+      job.to(p);
+    assert.throws(() => job.to("probing"), /phase done -> probing/);
+  });
+
+  it("one teardown: aborts what is in flight, releases the lock once, safe to call twice", async () => {
+    const job = new FileJob(work, new AbortController().signal);
+    let released = 0;
+    job.release = async () => {
+      released++;
+    };
+    const inFlight = job.controller.signal;
+    await job.teardown("keep");
+    await job.teardown("keep");
+    assert.equal(released, 1);
+    assert.equal(inFlight.aborted, true);
+  });
+});
 
 describe("scheduler", () => {
   it("a failing file stops handing out its chunks at once: no more requests, no spurious retries", async () => {

@@ -215,6 +215,10 @@ describe("fail over between endpoints", () => {
         assertAllRight(run);
         assert.equal(retries(run), 0);
         assert.ok(setAside(run).has(five!.url) && setAside(run).has(many!.url));
+        // Failing again and again marks it down: it is not asked once per chunk.
+        assert.ok(setAside(run, "a while").has(five!.url), "the 503 mirror is marked down");
+        const asked503 = five!.log.filter((r) => r.status === 503).length;
+        assert.ok(asked503 <= DOWN_AFTER + 4, `${asked503} requests to the 503 mirror`);
         // The 429 asked for 60 s: that mirror is left alone meanwhile, not asked per chunk.
         const asked429 = many!.log.filter((r) => r.status === 429).length;
         assert.ok(asked429 <= 4, `${asked429} requests to the rate-limited mirror`);
