@@ -226,6 +226,29 @@ describe("fail over between endpoints", () => {
     );
   });
 
+  it("a CDN that keeps answering 403 after a fresh resolve: the other endpoint serves", async () => {
+    const expired = await startFakeHub({ repos: [repo], cdnUrlTtlMs: -60_000 });
+    try {
+      await withHubs(1, ([ok]) =>
+        inTemp(async (cacheDir) => {
+          const run = await runEngine(repo, [big, cfg], {
+            cacheDir,
+            endpoints: [expired.url, ok!.url],
+            retries: 0,
+          });
+          assertAllRight(run);
+          assert.equal(retries(run), 0);
+          assert.ok(setAside(run).has(expired.url));
+          // Resolved again once per chunk at most, then set aside: not hammered.
+          const refused = expired.log.filter((r) => r.server === "cdn" && r.status === 403).length;
+          assert.ok(refused >= 2 && refused <= 2 * 8, `${refused} refused CDN requests`);
+        }),
+      );
+    } finally {
+      await expired.close();
+    }
+  });
+
   it("a mirror that stalls: the chunk moves on after the timeout, budget untouched", async () => {
     await withHubs(2, ([stalling, ok]) =>
       inTemp(async (cacheDir) => {
