@@ -288,6 +288,10 @@ export function barReporter(opts: ReporterOptions): Reporter {
           bars.delete(e.path);
         }
         if (e.status === "failed") multi.log(`${chalk.red("failed")} ${e.path}\n`);
+      } else if (e.type === "source-set-aside" && e.for !== "request") {
+        // As in CI lines: an endpoint marked down or dropped is said; a chunk moved once is not.
+        const what = e.for === "run" ? "dropped for this run" : "down for a while";
+        multi.log(`${chalk.yellow(e.endpoint)} ${what} (${e.path}: ${e.reason})\n`);
       } else if (e.type === "verify-failed") {
         multi.log(
           `${chalk.yellow("hash mismatch")} ${e.path}${e.willRetry ? ", downloading it again" : ""}\n`,

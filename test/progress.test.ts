@@ -155,6 +155,18 @@ describe("bar reporter (TTY)", () => {
       plain(out.join("")),
       /waiting for small\.bin: another process holds its lock \/c\/\.locks\/x\.lock/,
     );
+    r.onEvent({
+      type: "source-set-aside",
+      path: "small.bin",
+      endpoint: "http://mirror.example",
+      for: "run",
+      reason: "sent bad bytes",
+    });
+    await new Promise((res) => setTimeout(res, 250));
+    assert.match(
+      plain(out.join("")),
+      /http:\/\/mirror\.example dropped for this run \(small\.bin: sent bad bytes\)/,
+    );
     r.onEvent({ type: "file-done", path: "small.bin", size: 10_000_000, status: "cached" });
     r.stop({ path: "/cache/snapshots/abc" });
     const last = out.at(-1) ?? "";
