@@ -2,7 +2,7 @@ import { constants } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
-import { diskError, makeDirs } from "./cache/dirs.js";
+import { makeDirs } from "./cache/dirs.js";
 import { cachePaths, localDirPaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import { HfgetError } from "./errors.js";
@@ -18,6 +18,7 @@ import { type SurveyTarget, survey } from "./plan/survey.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { openNoFollow, writeFileAtomic } from "./util/atomic-write.js";
+import { diskError } from "./util/io-error.js";
 import { sleep as defaultSleep, type Sleep } from "./util/retry.js";
 
 export interface DownloadOptions {
@@ -129,7 +130,7 @@ async function writeLocalDirGitignore(localDir: string, dirs: SafeDirs): Promise
     const fh = await openNoFollow(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
     await fh.writeFile("*").finally(() => fh.close());
   } catch (err) {
-    if ((err as { code?: string }).code !== "EEXIST") throw diskError(err, path, "cannot write");
+    if ((err as { code?: string }).code !== "EEXIST") throw diskError(err, path);
   }
 }
 

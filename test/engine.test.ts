@@ -5,12 +5,14 @@ import { createHash } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { SafeDirs } from "../src/cache/commit.js";
 import { buildConfig } from "../src/config.js";
 import { download } from "../src/download.js";
 import { HfgetError, isHfgetError } from "../src/errors.js";
 import { ExpiredUrlError } from "../src/fetch/chunk.js";
 import { decide, FRESH_ATTEMPTS } from "../src/fetch/decide.js";
 import { openSession } from "../src/session.js";
+import { diskError } from "../src/util/io-error.js";
 import { DEFAULT_RETRY_POLICY, type Sleep } from "../src/util/retry.js";
 import { fileFromBuffer, makeRepo, randomBytesSeeded } from "./fakehub/index.js";
 import { tempDir, withHub } from "./helpers.js";
@@ -140,6 +142,58 @@ describe("engine in-process", () => {
         rmSync(cacheDir, { recursive: true, force: true });
       }
     });
+  });
+
+  it("a non-errno exception inside a Placement (a TypeError committing the link) is INTERNAL, not DISK", async () => {
+    await withHub([small], {}, async (hub) => {
+      const cacheDir = tempDir();
+      const ensure = SafeDirs.prototype.ensure;
+      // The bug is injected into the library's own Placement: its folder check throws a TypeError
+      // when the snapshot link is made (after the bytes were fetched and verified).
+      SafeDirs.prototype.ensure = function (this: SafeDirs, dir: string) {
+        if (dir.includes("/snapshots/")) {
+          return Promise.reject(new TypeError("placement bug"));
+        }
+        return ensure.call(this, dir);
+      };
+      try {
+        const config = buildConfig({ repoId: "org/small", mirror: hub.url, cacheDir }, {});
+        const session = openSession(config);
+        try {
+          await assert.rejects(
+            download(config, session),
+            (err: unknown) =>
+              !isHfgetError(err) && err instanceof TypeError && err.message === "placement bug",
+          );
+        } finally {
+          await session.close();
+        }
+      } finally {
+        SafeDirs.prototype.ensure = ensure;
+        rmSync(cacheDir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  it("diskError: errno errors become DISK naming the path; Node's own ERR_* and other errors pass unchanged", () => {
+    const eacces = Object.assign(new Error("EACCES: permission denied"), { code: "EACCES" });
+    const d = diskError(eacces, "/x/y");
+    assert.ok(isHfgetError(d) && d.code === "DISK" && d.exitCode === 7);
+    assert.match(d.message, /\/x\/y: permission denied \(EACCES\)/);
+    const erofs = diskError(
+      Object.assign(new Error("ro"), { code: "EROFS" }),
+      "/ro",
+      "cannot create the folder",
+    );
+    assert.ok(
+      isHfgetError(erofs) && erofs.message === "cannot create the folder /ro: read-only file system (EROFS)",
+    );
+    const nodeBug = Object.assign(new TypeError("bad arg"), { code: "ERR_INVALID_ARG_TYPE" });
+    assert.equal(diskError(nodeBug, "/x"), nodeBug);
+    const plain = new RangeError("oops");
+    assert.equal(diskError(plain, "/x"), plain);
+    const net = new HfgetError("NETWORK", "reset");
+    assert.equal(diskError(net, "/x"), net);
   });
 
   it("two runs in one process, the cache removed between them; the caller's signal is let go", async () => {

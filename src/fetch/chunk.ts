@@ -2,6 +2,7 @@ import type { FileHandle } from "node:fs/promises";
 import { HfgetError } from "../errors.js";
 import { errorFromResponse } from "../hub/errors.js";
 import { type HttpClient, type HttpResponse, header, showUrl } from "../hub/http.js";
+import { diskError } from "../util/io-error.js";
 import { parseContentRange, rangeHeader } from "./content-range.js";
 
 /** A byte range of one file being fetched by one worker. `end` may shrink when another worker steals the tail. */
@@ -200,7 +201,7 @@ async function writeAll(
           cause: err,
         });
       }
-      throw new HfgetError("DISK", `cannot write ${filePath}: ${code ?? String(err)}`, { cause: err });
+      throw diskError(err, filePath);
     }
   }
 }
