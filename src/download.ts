@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
 import { makeDirs } from "./cache/dirs.js";
@@ -18,7 +18,7 @@ import { type SurveyTarget, survey } from "./plan/survey.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { openNoFollow, writeFileAtomic } from "./util/atomic-write.js";
-import { diskError } from "./util/io-error.js";
+import { atPath, diskError } from "./util/io-error.js";
 import { sleep as defaultSleep, type Sleep } from "./util/retry.js";
 
 export interface DownloadOptions {
@@ -152,6 +152,9 @@ export async function download(
   if (!config.dryRun) {
     const target = config.localDir ?? cachePaths(config.cacheDir, config.repo).repoDir;
     await makeDirs(target);
+    // An existing folder on a read-only mount or without write permission: said now, not after
+    // the listing (access(2) answers EROFS/EACCES as a write would).
+    await atPath(target, () => access(target, constants.W_OK), "cannot write to");
   }
   const resolved = await resolveUrlRevision(hub, config, signal);
   const { commit } = resolved;
