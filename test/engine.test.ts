@@ -236,6 +236,50 @@ describe("engine in-process", () => {
       }
     });
   });
+  it("one session, two runs (cache and --local-dir), the target removed between them: both complete", async () => {
+    await withHub([small], {}, async (hub) => {
+      const cacheDir = tempDir();
+      const localDir = join(tempDir(), "out");
+      try {
+        const configs = [
+          buildConfig({ repoId: "org/small", mirror: hub.url, cacheDir }, {}),
+          buildConfig({ repoId: "org/small", mirror: hub.url, cacheDir, localDir }, {}),
+        ];
+        const session = openSession(configs[0]!);
+        try {
+          for (const config of configs) {
+            for (let run = 0; run < 2; run++) {
+              const what = `${config.localDir === undefined ? "cache" : "local dir"} run ${run}`;
+              const r = await download(config, session);
+              assert.equal(readFileSync(join(r.path, "a.txt"), "utf8"), "hello a\n", what);
+              const got = createHash("sha256")
+                .update(readFileSync(join(r.path, "b.bin")))
+                .digest("hex");
+              assert.equal(
+                got,
+                createHash("sha256")
+                  .update(randomBytesSeeded(3, 2 * 1024 * 1024))
+                  .digest("hex"),
+                what,
+              );
+              assert.deepEqual(
+                r.files.map((f) => f.status),
+                ["downloaded", "downloaded"],
+                what,
+              );
+              // Everything the run made goes: folders, locks, metadata. Nothing remembered may
+              // say they are still there.
+              rmSync(config.localDir ?? cacheDir, { recursive: true, force: true });
+            }
+          }
+        } finally {
+          await session.close();
+        }
+      } finally {
+        rmSync(cacheDir, { recursive: true, force: true });
+      }
+    });
+  });
 });
 
 describe("decide: stalls", () => {
