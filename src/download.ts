@@ -1,8 +1,8 @@
 import { constants } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
-import { diskError, makeDirs } from "./cache/dirs.js";
+import { makeDirs } from "./cache/dirs.js";
 import { cachePaths, localDirPaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import { HfgetError } from "./errors.js";
@@ -18,6 +18,7 @@ import { type SurveyTarget, survey } from "./plan/survey.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { openNoFollow, writeFileAtomic } from "./util/atomic-write.js";
+import { atPath, diskError } from "./util/io-error.js";
 import { sleep as defaultSleep, type Sleep } from "./util/retry.js";
 
 export interface DownloadOptions {
@@ -129,7 +130,7 @@ async function writeLocalDirGitignore(localDir: string, dirs: SafeDirs): Promise
     const fh = await openNoFollow(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
     await fh.writeFile("*").finally(() => fh.close());
   } catch (err) {
-    if ((err as { code?: string }).code !== "EEXIST") throw diskError(err, path, "cannot write");
+    if ((err as { code?: string }).code !== "EEXIST") throw diskError(err, path);
   }
 }
 
@@ -151,6 +152,9 @@ export async function download(
   if (!config.dryRun) {
     const target = config.localDir ?? cachePaths(config.cacheDir, config.repo).repoDir;
     await makeDirs(target);
+    // An existing folder on a read-only mount or without write permission: said now, not after
+    // the listing (access(2) answers EROFS/EACCES as a write would).
+    await atPath(target, () => access(target, constants.W_OK), "cannot write to");
   }
   const resolved = await resolveUrlRevision(hub, config, signal);
   const { commit } = resolved;

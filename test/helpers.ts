@@ -26,6 +26,8 @@ export interface RunOptions {
   readonly onSpawn?: (child: ChildProcess) => void;
   /** Called with stderr text as it arrives. */
   readonly onStderr?: (chunk: string, child: ChildProcess) => void;
+  /** A command the CLI runs under (`setpriv --reuid=…`, `unshare …`): it gets `node bin/hfget.js args…`. */
+  readonly wrap?: readonly string[];
 }
 
 /** An environment with no HF_* or proxy variables of the developer's, a fresh HF_HOME, no colours. */
@@ -48,7 +50,8 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): Record
 /** Runs the real CLI as a process; never waits longer than timeoutMs. */
 export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<CliRun> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const [cmd, ...pre] = [...(opts.wrap ?? []), process.execPath, BIN, ...args];
+    const child = spawn(cmd!, pre, {
       env: opts.env ?? cleanEnv(),
       stdio: ["ignore", "pipe", "pipe"],
     });

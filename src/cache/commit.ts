@@ -3,9 +3,10 @@ import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
 import { openNoFollow, tmpName, writeFileAtomic } from "../util/atomic-write.js";
+import { diskError } from "../util/io-error.js";
 import { fileMatches } from "../verify.js";
 import { makeDirs } from "./dirs.js";
-import { readLocalMetadata } from "./local-metadata.js";
+import { localVerdict, readLocalMetadata } from "./local-metadata.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "./paths.js";
 
 /** Where one file's bytes go while downloading, and how they are made visible once verified. */
@@ -92,18 +93,6 @@ async function placeLink(link: string, target: string, blob: string): Promise<vo
   await rename(tmp, link);
 }
 
-function diskError(err: unknown, path: string): HfgetError {
-  if (err instanceof HfgetError) return err;
-  const code = (err as { code?: string }).code ?? String(err);
-  return new HfgetError("DISK", `cannot write ${path}: ${code}`, {
-    hint:
-      code === "ENOSPC"
-        ? "free some space, then rerun"
-        : "check the permissions and space of the target folder",
-    cause: err,
-  });
-}
-
 export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile, dirs: SafeDirs): Placement {
   const id = blobId(file);
   const blob = paths.blob(id);
@@ -174,9 +163,11 @@ export function localDirPlacement(
       }
       if (!st.isFile() || st.size !== file.size) return false;
       const meta = await readLocalMetadata(metadata);
-      // huggingface_hub trusts metadata when the file was not modified after it was written.
-      if (meta && meta.etag === expected.hex && st.mtimeMs / 1000 - 1 <= meta.timestamp) {
-        if (meta.commit !== commit) await writeMetadata().catch(() => undefined);
+      // The plan's rule (local-metadata.ts), asked again under the lock.
+      const verdict = localVerdict(expected, st.mtimeMs, meta);
+      if (verdict === "fetch") return false;
+      if (verdict === "trusted") {
+        if (meta?.commit !== commit) await writeMetadata().catch(() => undefined);
         return true;
       }
       if (!(await fileMatches(dest, expected, file.size))) return false;

@@ -1,3 +1,4 @@
+import { localVerdict } from "../cache/local-metadata.js";
 import { expectedHash, type RepoFile } from "../hub/types.js";
 import type { FileSurvey } from "./survey.js";
 
@@ -25,13 +26,13 @@ export interface PlanOptions {
 export const RESUME_MIN_BYTES = 1024 * 1024;
 
 /**
- * huggingface_hub's `_local_folder.py` trusts a local-dir file without hashing when its metadata's
- * etag is the file's hash and the file was not modified after the metadata was written (1 s slack).
+ * A local-dir file is present as huggingface_hub decides it (local-metadata.ts `localVerdict`):
+ * trusted metadata, or, without usable metadata, an LFS file whose bytes the survey hashed right.
  */
-function localTrusted(file: RepoFile, s: FileSurvey): boolean {
-  const m = s.metadata;
-  if (m === undefined || s.localMtimeMs === undefined) return false;
-  return m.etag === expectedHash(file).hex && s.localMtimeMs / 1000 - 1 <= m.timestamp;
+function localPresent(file: RepoFile, s: FileSurvey): boolean {
+  if (s.localMtimeMs === undefined) return false;
+  const verdict = localVerdict(expectedHash(file), s.localMtimeMs, s.metadata);
+  return verdict === "trusted" || (verdict === "hash" && s.localHashOk === true);
 }
 
 export function planFile(file: RepoFile, s: FileSurvey | undefined, opts: PlanOptions): FilePlan {
@@ -44,7 +45,7 @@ export function planFile(file: RepoFile, s: FileSurvey | undefined, opts: PlanOp
         const action = s.linkOk ? "present" : "link";
         return { path: file.path, action, bytesDone: file.size, bytesToFetch: 0 };
       }
-    } else if (s.localSize !== undefined && s.localSize === file.size && localTrusted(file, s)) {
+    } else if (s.localSize !== undefined && s.localSize === file.size && localPresent(file, s)) {
       return { path: file.path, action: "present", bytesDone: file.size, bytesToFetch: 0 };
     }
   }

@@ -1,9 +1,10 @@
 import { lstat, readlink, stat } from "node:fs/promises";
 import pLimit from "p-limit";
-import { type LocalMetadata, readLocalMetadata } from "../cache/local-metadata.js";
+import { type LocalMetadata, localVerdict, readLocalMetadata } from "../cache/local-metadata.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "../cache/paths.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
 import { loadState } from "../state.js";
+import { fileMatches } from "../verify.js";
 
 /**
  * The survey step: one read-only I/O pass per selected file recording what is on disk. It decides
@@ -20,6 +21,11 @@ export interface FileSurvey {
   readonly localMtimeMs?: number;
   /** Local dir: huggingface_hub's `.metadata` (commit, etag, timestamp in seconds). */
   readonly metadata?: LocalMetadata;
+  /**
+   * Local dir: the file's bytes hashed to the listed hash. Set only where huggingface_hub hashes
+   * (`localVerdict` says `hash`: an LFS file of the listed size without usable metadata).
+   */
+  readonly localHashOk?: boolean;
   /** hfget's partial file (`.hfget-partial`) size, when there is one. */
   readonly partialSize?: number;
   /** Bytes its resume state records as done (the state matched this file's size and hash). */
@@ -76,9 +82,18 @@ export async function surveyFile(target: SurveyTarget, file: RepoFile): Promise<
   const { paths } = target;
   const local = await fileSize(paths.file(file.path), false);
   const metadata = await readLocalMetadata(paths.metadata(file.path));
+  const dest = paths.file(file.path);
+  const expected = expectedHash(file);
+  const hashed =
+    local !== undefined &&
+    local.size === file.size &&
+    localVerdict(expected, local.mtimeMs, metadata) === "hash"
+      ? await fileMatches(dest, expected, file.size)
+      : undefined;
   return {
     path: file.path,
     ...(local === undefined ? {} : { localSize: local.size, localMtimeMs: local.mtimeMs }),
+    ...(hashed === undefined ? {} : { localHashOk: hashed }),
     ...(metadata === undefined ? {} : { metadata }),
     ...(await partial(paths.incomplete(file.path), paths.state(file.path), file)),
   };
