@@ -40,6 +40,7 @@ export function registerDownload(program: Command, ctx: CommandContext): void {
     .option("--max-files <n>", `files in flight at once (default ${DEFAULTS.maxFiles})`)
     .option("--max-workers <n>", "alias of --max-files (huggingface-cli's name)")
     .option("--chunk-size <size>", "Range size for large files, e.g. 16M (default 16MiB)")
+    .option("--limit-rate <rate>", "cap the whole run's download rate, e.g. 20M (bytes/s; 0 = none)")
     .action(async (repoId: string, files: string[], flags: Flags) => {
       const config = buildConfig(toRaw(repoId, files, flags), io.env);
       ctx.setConfig(config);
