@@ -9,8 +9,7 @@ import { HfgetError } from "./errors.js";
 import type { DownloadResult, EventSink, FileResult } from "./events.js";
 import { Engine, type FileWork } from "./fetch/engine.js";
 import { makeFilter } from "./glob.js";
-import { listFiles } from "./hub/list-files.js";
-import { resolveRevision } from "./hub/resolve-revision.js";
+import { pinListing, type RevisionChoice, resolveChoices } from "./hub/metadata.js";
 import type { RepoFile } from "./hub/types.js";
 import { offlineSnapshot, recordComplete } from "./offline.js";
 import { type FilePlan, planFiles } from "./plan/plan.js";
@@ -36,17 +35,12 @@ export async function resolveUrlRevision(
   config: Config,
   signal: AbortSignal,
 ): Promise<{ commit: string; revision: string; path: string }> {
-  const choices = config.urlTarget?.choices ?? [{ revision: config.revision, path: "" }];
-  for (const [i, c] of choices.entries()) {
-    try {
-      const { commit } = await resolveRevision(hub, config.repo, c.revision, signal);
-      return { commit, revision: c.revision, path: c.path };
-    } catch (err) {
-      const last = i === choices.length - 1;
-      if (last || !(err instanceof HfgetError) || err.code !== "REVISION_NOT_FOUND") throw err;
-    }
-  }
-  throw new HfgetError("REVISION_NOT_FOUND", `${repoLabel(config.repo)}: no revision`);
+  return resolveChoices(hub, config.repo, revisionChoices(config), signal);
+}
+
+/** The readings of the revision to try, in order: a pasted URL's splits, else --revision. */
+export function revisionChoices(config: Config): readonly RevisionChoice[] {
+  return config.urlTarget?.choices ?? [{ revision: config.revision, path: "" }];
 }
 
 /** What a pasted URL's path narrows the run to: one file (blob/resolve) or a folder (tree). */
@@ -152,14 +146,23 @@ export async function download(
     const target = config.localDir ?? cachePaths(config.cacheDir, config.repo).repoDir;
     await makeDirs(target);
   }
-  const resolved = await resolveUrlRevision(hub, config, signal);
-  const { commit } = resolved;
-  if (resolved.revision !== config.revision) config = { ...config, revision: resolved.revision };
+  // Revision -> commit and the listing from the first endpoint that answers; the commit is pinned.
+  const pinned = await pinListing(session.hubs, config.repo, revisionChoices(config), {
+    signal,
+    onSkip: (r) =>
+      emit({
+        type: "endpoint-skipped",
+        endpoint: r.endpoint,
+        reason: r.error.message,
+        ...(r.next === undefined ? {} : { next: r.next }),
+      }),
+  });
+  const { commit } = pinned;
+  if (pinned.revision !== config.revision) config = { ...config, revision: pinned.revision };
   emit({ type: "resolved", commit });
-  const all: RepoFile[] = [];
-  for await (const f of listFiles(hub, config.repo, commit, { signal })) all.push(f);
+  const all: RepoFile[] = [...pinned.files];
   emit({ type: "listed", files: all.length });
-  const files = selectFiles(all, config, resolved.path);
+  const files = selectFiles(all, config, pinned.path);
 
   const cache = cachePaths(config.cacheDir, config.repo);
   const local = config.localDir === undefined ? undefined : localDirPaths(config.localDir);
@@ -181,7 +184,13 @@ export async function download(
   const planOf = (f: RepoFile): FilePlan => plans.get(f.path)!;
   const allWorks: FileWork[] = files.map((file) => ({
     file,
-    resolveUrl: hub.resolveUrl(config.repo, commit, file.path),
+    // lead: wire all endpoints into FileWork.sources: pinned.resolveUrlsFor(file) gives the resolve
+    // URL at the pinned commit on every endpoint, in preference order. Until the engine takes
+    // several, it gets the one of the endpoint that answered the metadata (known to be up and to
+    // have the commit), not blindly endpoints[0].
+    resolveUrl:
+      pinned.resolveUrlsFor(file).find((s) => s.endpoint === pinned.endpoint)?.url ??
+      hub.resolveUrl(config.repo, commit, file.path),
     placement: placementOf(file),
     force: config.force,
   }));

@@ -75,8 +75,13 @@ export interface RequestInit {
 }
 
 export interface HttpClientOptions {
-  /** Normalized endpoint; Authorization is only ever sent to its origin. */
+  /** Normalized endpoint (the preferred one). */
   readonly endpoint: string;
+  /**
+   * Every listed endpoint (default: `[endpoint]`). Authorization is sent only to their origins, and
+   * only on a request that started there and has not been redirected to any other origin.
+   */
+  readonly endpoints?: readonly string[];
   readonly token?: string | undefined;
   readonly dispatcher: Dispatcher;
   readonly userAgent?: string;
@@ -89,7 +94,10 @@ export function header(h: HttpResponse["headers"], name: string): string | undef
 
 export class HttpClient {
   readonly endpoint: string;
+  /** The preferred endpoint's origin. */
   readonly endpointOrigin: string;
+  /** The origins of every listed endpoint: the only places the token goes. */
+  readonly endpointOrigins: ReadonlySet<string>;
   readonly dispatcher: Dispatcher;
   readonly #token: string | undefined;
   readonly #userAgent: string;
@@ -97,6 +105,7 @@ export class HttpClient {
   constructor(opts: HttpClientOptions) {
     this.endpoint = opts.endpoint;
     this.endpointOrigin = new URL(opts.endpoint).origin;
+    this.endpointOrigins = new Set([opts.endpoint, ...(opts.endpoints ?? [])].map((e) => new URL(e).origin));
     this.dispatcher = opts.dispatcher;
     this.#token = opts.token;
     this.#userAgent = opts.userAgent ?? "hfget/0.1";
@@ -111,14 +120,22 @@ export class HttpClient {
     return redact(text, [this.#token]);
   }
 
-  /** The token goes to the endpoint's exact origin (scheme, host and port) and nowhere else. */
-  headersFor(url: URL, extra: Record<string, string> = {}): Record<string, string> {
+  /** Whether `origin` (scheme, host and port) is one of the listed endpoints'. */
+  isEndpointOrigin(origin: string): boolean {
+    return this.endpointOrigins.has(origin);
+  }
+
+  /**
+   * The token goes to a listed endpoint's exact origin (scheme, host and port) and nowhere else;
+   * `mayAuth` false (a hop reached by a redirect to another origin) sends none at all.
+   */
+  headersFor(url: URL, extra: Record<string, string> = {}, mayAuth = true): Record<string, string> {
     const h: Record<string, string> = {
       "user-agent": this.#userAgent,
       "accept-encoding": "identity",
       ...extra,
     };
-    if (this.#token !== undefined && url.origin === this.endpointOrigin) {
+    if (mayAuth && this.#token !== undefined && this.endpointOrigins.has(url.origin)) {
       h.authorization = `Bearer ${this.#token}`;
     }
     return h;
@@ -128,9 +145,14 @@ export class HttpClient {
     const follow = init.followRedirects ?? true;
     const seen = new Set<string>();
     let current = new URL(url);
+    const startOrigin = current.origin;
+    // Once a redirect left the origin the request started at, no later hop gets the token, even
+    // one back on a listed endpoint: the user trusted the endpoints, not wherever they point.
+    let stayed = true;
     for (let hop = 0; ; hop++) {
       seen.add(current.href);
-      const res = await this.#once(current, init);
+      stayed &&= current.origin === startOrigin;
+      const res = await this.#once(current, init, stayed);
       if (!follow || res.status < 300 || res.status >= 400 || res.status === 304) return res;
       const location = header(res.headers, "location");
       await res.body.dump().catch(() => undefined);
@@ -164,11 +186,11 @@ export class HttpClient {
     }
   }
 
-  async #once(url: URL, init: RequestInit): Promise<HttpResponse> {
+  async #once(url: URL, init: RequestInit, mayAuth: boolean): Promise<HttpResponse> {
     try {
       const res = await request(url, {
         method: init.method ?? "GET",
-        headers: this.headersFor(url, init.headers),
+        headers: this.headersFor(url, init.headers, mayAuth),
         dispatcher: this.dispatcher,
         signal: init.signal ?? null,
       });
