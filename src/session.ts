@@ -2,6 +2,7 @@ import type { Dispatcher } from "undici";
 import type { Config } from "./config.js";
 import { HubClient } from "./hub/client.js";
 import { createDispatcher, HttpClient } from "./hub/http.js";
+import { rateLimiter } from "./util/rate-limit.js";
 import { DEFAULT_RETRY_POLICY, type Sleep } from "./util/retry.js";
 
 export interface SessionDeps {
@@ -22,7 +23,12 @@ export interface Session {
 export function openSession(config: Config, deps: SessionDeps = {}): Session {
   const owned = deps.dispatcher === undefined;
   const dispatcher =
-    deps.dispatcher ?? createDispatcher({ timeoutMs: config.timeoutMs, proxy: config.proxy });
+    deps.dispatcher ??
+    createDispatcher({
+      timeoutMs: config.timeoutMs,
+      proxy: config.proxy,
+      limiter: rateLimiter(config.limitRate ?? 0),
+    });
   const http = new HttpClient({
     endpoint: config.endpoint,
     endpoints: config.endpoints,

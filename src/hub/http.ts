@@ -1,5 +1,6 @@
-import { Agent, type Dispatcher, EnvHttpProxyAgent, Pool, request } from "undici";
+import { Agent, DecoratorHandler, type Dispatcher, EnvHttpProxyAgent, Pool, request } from "undici";
 import { HfgetError, redact } from "../errors.js";
+import type { RateLimiter } from "../util/rate-limit.js";
 
 export interface ProxySettings {
   readonly httpProxy?: string | undefined;
@@ -10,6 +11,49 @@ export interface ProxySettings {
 export interface DispatcherOptions {
   readonly timeoutMs: number;
   readonly proxy?: ProxySettings | undefined;
+  /** --limit-rate: every response body read through the dispatcher counts against it. */
+  readonly limiter?: RateLimiter | undefined;
+}
+
+/**
+ * Counts each body chunk against the limiter as it arrives from the socket and, when the run is
+ * over its cap, pauses this response's socket reads for as long as the limiter says. That is
+ * backpressure on the connection itself (the server sees a slow reader, as with curl
+ * --limit-rate), it covers every body of every connection of the dispatcher (chunks, small files,
+ * API JSON), and no reader above needs to know. undici does not count a paused response against
+ * bodyTimeout, so a long wait is not a stall.
+ */
+function rateLimited(limiter: RateLimiter, handler: Dispatcher.DispatchHandler): Dispatcher.DispatchHandler {
+  // DecoratorHandler adapts undici's older handler style (what request() passes) to controllers;
+  // its typings declare no methods, so it is used through the DispatchHandler interface.
+  const inner: Dispatcher.DispatchHandler = new DecoratorHandler(handler);
+  return {
+    onRequestStart: (controller, context) => inner.onRequestStart?.(controller, context),
+    onRequestUpgrade: (controller, status, headers, socket) =>
+      inner.onRequestUpgrade?.(controller, status, headers, socket),
+    onResponseStart: (controller, status, headers, message) =>
+      inner.onResponseStart?.(controller, status, headers, message),
+    onResponseData: (controller, chunk) => {
+      inner.onResponseData?.(controller, chunk);
+      const wait = limiter.reserve(chunk.length);
+      // Already paused: the reader downstream is full; its resume comes first, the debt stays.
+      if (wait <= 0 || controller.paused) return;
+      controller.pause();
+      setTimeout(() => controller.resume(), wait);
+    },
+    onResponseEnd: (controller, trailers) => inner.onResponseEnd?.(controller, trailers),
+    onResponseError: (controller, err) => inner.onResponseError?.(controller, err),
+  };
+}
+
+export function rateLimitInterceptor(limiter: RateLimiter): Dispatcher.DispatcherComposeInterceptor {
+  return (dispatch) => (opts, handler) => dispatch(opts, rateLimited(limiter, handler));
+}
+
+/** The one dispatcher, with the rate cap on top when there is one. */
+export function createDispatcher(opts: DispatcherOptions): Dispatcher {
+  const base = createBaseDispatcher(opts);
+  return opts.limiter === undefined ? base : base.compose(rateLimitInterceptor(opts.limiter));
 }
 
 /**
@@ -25,7 +69,7 @@ export interface DispatcherOptions {
  * from the proxy URL's userinfo; the hub token is an ordinary Authorization header that HttpClient
  * adds for the endpoint origin alone.
  */
-export function createDispatcher(opts: DispatcherOptions): Dispatcher {
+function createBaseDispatcher(opts: DispatcherOptions): Dispatcher {
   const common = {
     connectTimeout: Math.min(opts.timeoutMs, 30_000),
     headersTimeout: opts.timeoutMs,
