@@ -216,9 +216,16 @@ export async function probeMirrors(
     let status: MirrorStatus;
     if (a.error !== undefined) status = statusOf(a.error);
     else if (a.commit === commit) status = "ok";
-    else if (a.lastModified !== undefined && lead.lastModified !== undefined)
-      status = Date.parse(a.lastModified) < Date.parse(lead.lastModified) ? "lagging" : "ahead";
-    else status = "differs";
+    else {
+      const mine = Date.parse(a.lastModified ?? "");
+      const leadTime = Date.parse(lead.lastModified ?? "");
+      status =
+        Number.isNaN(mine) || Number.isNaN(leadTime) || mine === leadTime
+          ? "differs"
+          : mine < leadTime
+            ? "lagging"
+            : "ahead";
+    }
     let read: MirrorRead | undefined;
     let error = a.error === undefined ? undefined : reasonOf(a.error, what);
     if (a.commit !== undefined && largest !== undefined && largest.size > 0) {
