@@ -118,6 +118,12 @@ export interface RawOptions {
 export function normalizeEndpoint(value: string, what = "--mirror"): string {
   const v = value.trim();
   if (v === "") throw usageError(`${what} is empty`, "pass a host such as hf-mirror.com or a URL");
+  if (v.includes(",")) {
+    throw usageError(
+      `${what} "${value}" must be one URL`,
+      "for several endpoints use --mirror a,b or HFGET_MIRRORS=a,b (HF_ENDPOINT stays one URL: other tools read it)",
+    );
+  }
   const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(v);
   if (hasScheme && !/^https?:\/\//i.test(v)) {
     throw usageError(`${what} "${value}" must be an http or https URL`);
