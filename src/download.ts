@@ -239,7 +239,10 @@ export async function download(
   let bytesDownloaded = 0;
   const engine = new Engine(
     {
-      http: hub.http,
+      // The engine compares answers with http.endpointOrigin (a 403 elsewhere = an expired CDN URL):
+      // aim it at the endpoint its URLs are on. lead: with FileWork.sources, the chunk fetcher
+      // should ask http.isEndpointOrigin(origin) instead.
+      http: pinned.endpoint === hub.endpoint ? hub.http : hub.http.withEndpoint(pinned.endpoint),
       options: config,
       retry: hub.retry,
       signal,

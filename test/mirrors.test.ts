@@ -60,8 +60,15 @@ describe("several endpoints: metadata from the first that answers", () => {
   let lag: FakeHub;
   let dead: string;
   let dead2: string;
+  const gated = makeRepo(
+    "org/gated",
+    [fileFromBuffer("w.bin", randomBytesSeeded(5, 300_000), { lfs: true })],
+    {
+      gated: true,
+    },
+  );
   before(async () => {
-    a = await startFakeHub({ repos: [fresh] });
+    a = await startFakeHub({ repos: [fresh, gated] });
     b = await startFakeHub({ repos: [fresh] });
     lag = await startFakeHub({ repos: [lagging] });
     dead = await deadUrl();
@@ -155,6 +162,23 @@ describe("several endpoints: metadata from the first that answers", () => {
     assert.match(r.stderr, /server error \(500\)/);
     // Round one asks each once; round two retries each with the budget: 1 + (1 + 1).
     assert.equal(api(a).length, 3, "the 5xx endpoint: one try, then the retry round of --retries 2");
+  });
+
+  it("a 403 gated answer from the endpoint that gave the metadata is gated (exit 4), not an expired CDN URL", {
+    timeout: 60_000,
+  }, async () => {
+    reset();
+    const cache = tempDir();
+    const r = await runCli(
+      ["org/gated", "--cache-dir", cache, "--mirror", `${dead},${a.url}`, "--retries", "1"],
+      {
+        env: cleanEnv({ HF_TOKEN: "hf_wrong_token_0000" }),
+        timeoutMs: 30_000,
+      },
+    );
+    assert.equal(r.code, 4, show(r));
+    assert.match(r.stderr, /org\/gated: the repository is gated/);
+    assert.ok(!r.stderr.includes("resolving it again"), r.stderr);
   });
 
   it("not found anywhere: exit 3 (the hub's answer), not a network error", { timeout: 60_000 }, async () => {

@@ -155,6 +155,20 @@ export class HttpClient {
     this.#userAgent = opts.userAgent ?? "hfget/0.1";
   }
 
+  /**
+   * The same pool, token and set of listed origins, with `endpoint` as the preferred one (so
+   * `endpointOrigin`, which the chunk fetcher compares answers with, is that endpoint's).
+   */
+  withEndpoint(endpoint: string): HttpClient {
+    return new HttpClient({
+      endpoint,
+      endpoints: [...this.endpointOrigins],
+      token: this.#token,
+      dispatcher: this.dispatcher,
+      userAgent: this.#userAgent,
+    });
+  }
+
   get hasToken(): boolean {
     return this.#token !== undefined;
   }
