@@ -184,13 +184,8 @@ export async function download(
   const planOf = (f: RepoFile): FilePlan => plans.get(f.path)!;
   const allWorks: FileWork[] = files.map((file) => ({
     file,
-    // lead: wire all endpoints into FileWork.sources: pinned.resolveUrlsFor(file) gives the resolve
-    // URL at the pinned commit on every endpoint, in preference order. Until the engine takes
-    // several, it gets the one of the endpoint that answered the metadata (known to be up and to
-    // have the commit), not blindly endpoints[0].
-    resolveUrl:
-      pinned.resolveUrlsFor(file).find((s) => s.endpoint === pinned.endpoint)?.url ??
-      hub.resolveUrl(config.repo, commit, file.path),
+    // Every endpoint at the pinned commit; the engine's source pool picks per chunk and fails over.
+    sources: pinned.sourcesFor(file),
     placement: placementOf(file),
     force: config.force,
   }));
@@ -239,9 +234,8 @@ export async function download(
   let bytesDownloaded = 0;
   const engine = new Engine(
     {
-      // The engine compares answers with http.endpointOrigin (a 403 elsewhere = an expired CDN URL):
-      // aim it at the endpoint its URLs are on. lead: with FileWork.sources, the chunk fetcher
-      // should ask http.isEndpointOrigin(origin) instead.
+      // Preferred = the endpoint that answered the metadata (error messages say whether a token
+      // went there by http.endpointOrigin); the token still goes to every listed origin.
       http: pinned.endpoint === hub.endpoint ? hub.http : hub.http.withEndpoint(pinned.endpoint),
       options: config,
       retry: hub.retry,

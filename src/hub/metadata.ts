@@ -59,6 +59,17 @@ export class PinnedListing {
   resolveUrlsFor(file: RepoFile | string): EndpointUrl[] {
     return resolveUrls(this.endpoints, this.repo, this.commit, typeof file === "string" ? file : file.path);
   }
+
+  /**
+   * `resolveUrlsFor(file)` with the endpoints that refused the metadata moved to the end (still in
+   * preference order): the engine's sources, so a mirror just seen down or lagging is asked last.
+   */
+  sourcesFor(file: RepoFile | string): EndpointUrl[] {
+    const refused = new Set(this.refused.map((r) => r.endpoint));
+    refused.delete(this.endpoint);
+    const all = this.resolveUrlsFor(file);
+    return [...all.filter((s) => !refused.has(s.endpoint)), ...all.filter((s) => refused.has(s.endpoint))];
+  }
 }
 
 /**
