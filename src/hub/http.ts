@@ -27,22 +27,65 @@ function rateLimited(limiter: RateLimiter, handler: Dispatcher.DispatchHandler):
   // DecoratorHandler adapts undici's older handler style (what request() passes) to controllers;
   // its typings declare no methods, so it is used through the DispatchHandler interface.
   const inner: Dispatcher.DispatchHandler = new DecoratorHandler(handler);
-  return {
-    onRequestStart: (controller, context) => inner.onRequestStart?.(controller, context),
-    onRequestUpgrade: (controller, status, headers, socket) =>
-      inner.onRequestUpgrade?.(controller, status, headers, socket),
-    onResponseStart: (controller, status, headers, message) =>
-      inner.onResponseStart?.(controller, status, headers, message),
-    onResponseData: (controller, chunk) => {
-      inner.onResponseData?.(controller, chunk);
-      const wait = limiter.reserve(chunk.length);
-      // Already paused: the reader downstream is full; its resume comes first, the debt stays.
-      if (wait <= 0 || controller.paused) return;
-      controller.pause();
-      setTimeout(() => controller.resume(), wait);
+  // The reader downstream pauses and resumes through `gate`, so its resume cannot cut our wait
+  // short: the socket resumes only when both the reader wants more and the cap allows it.
+  let real: Dispatcher.DispatchController | undefined;
+  let readerPaused = false;
+  let until = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const gate: Dispatcher.DispatchController = {
+    get aborted() {
+      return real?.aborted ?? false;
     },
-    onResponseEnd: (controller, trailers) => inner.onResponseEnd?.(controller, trailers),
-    onResponseError: (controller, err) => inner.onResponseError?.(controller, err),
+    get paused() {
+      return real?.paused ?? false;
+    },
+    get reason() {
+      return real?.reason ?? null;
+    },
+    abort: (reason) => real?.abort(reason),
+    pause: () => {
+      readerPaused = true;
+      real?.pause();
+    },
+    resume: () => {
+      readerPaused = false;
+      if (timer === undefined) real?.resume();
+    },
+  };
+  const bind = (c: Dispatcher.DispatchController) => {
+    real = c;
+    return gate;
+  };
+  return {
+    onRequestStart: (c, context) => inner.onRequestStart?.(bind(c), context),
+    onRequestUpgrade: (c, status, headers, socket) =>
+      inner.onRequestUpgrade?.(bind(c), status, headers, socket),
+    onResponseStart: (c, status, headers, message) =>
+      inner.onResponseStart?.(bind(c), status, headers, message),
+    onResponseData: (c, chunk) => {
+      inner.onResponseData?.(bind(c), chunk);
+      const wait = limiter.reserve(chunk.length);
+      if (wait <= 0) return;
+      until = Math.max(until, performance.now() + wait);
+      c.pause();
+      if (timer !== undefined) clearTimeout(timer);
+      timer = setTimeout(
+        () => {
+          timer = undefined;
+          if (!readerPaused) c.resume();
+        },
+        Math.max(1, until - performance.now()),
+      );
+    },
+    onResponseEnd: (c, trailers) => {
+      if (timer !== undefined) clearTimeout(timer);
+      inner.onResponseEnd?.(bind(c), trailers);
+    },
+    onResponseError: (c, err) => {
+      if (timer !== undefined) clearTimeout(timer);
+      inner.onResponseError?.(bind(c), err);
+    },
   };
 }
 
