@@ -26,6 +26,11 @@ function renderPlan(r: DownloadResult): string {
   return `${[...r.files.map(line), total].join("\n")}\n`;
 }
 
+/** `set aside http://a (cannot reach …); trying http://b` */
+export function skippedLine(e: { endpoint: string; reason: string; next?: string | undefined }): string {
+  return `set aside ${e.endpoint} (${e.reason})${e.next === undefined ? "" : `; trying ${e.next}`}`;
+}
+
 /** The default command: `hfget <repo_id> [files...]`. It lives on the program itself. */
 export function registerDownload(program: Command, ctx: CommandContext): void {
   const { io } = ctx;
@@ -40,6 +45,7 @@ export function registerDownload(program: Command, ctx: CommandContext): void {
     .option("--max-files <n>", `files in flight at once (default ${DEFAULTS.maxFiles})`)
     .option("--max-workers <n>", "alias of --max-files (huggingface-cli's name)")
     .option("--chunk-size <size>", "Range size for large files, e.g. 16M (default 16MiB)")
+    .option("--limit-rate <rate>", "cap the whole run's download rate, e.g. 20M (bytes/s; 0 = none)")
     .action(async (repoId: string, files: string[], flags: Flags) => {
       const config = buildConfig(toRaw(repoId, files, flags), io.env);
       ctx.setConfig(config);
@@ -61,7 +67,14 @@ export function registerDownload(program: Command, ctx: CommandContext): void {
       try {
         const result = await download(config, session, {
           signal: ctx.signal,
-          onEvent: (e) => reporter.onEvent(e),
+          onEvent: (e) => {
+            // Before any progress bar exists (metadata comes first), so a plain line is safe.
+            if (e.type === "endpoint-skipped") {
+              if (!config.quiet) io.stderr.write(`hfget: note: ${skippedLine(e)}\n`);
+              return;
+            }
+            reporter.onEvent(e);
+          },
         });
         reporter.stop(result);
         if (result.dryRun && !config.json) io.stderr.write(renderPlan(result));
