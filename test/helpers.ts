@@ -26,6 +26,8 @@ export interface RunOptions {
   readonly onSpawn?: (child: ChildProcess) => void;
   /** Called with stderr text as it arrives. */
   readonly onStderr?: (chunk: string, child: ChildProcess) => void;
+  /** Written to the child's stdin (a pipe, not a terminal), which is then closed; default: no stdin. */
+  readonly input?: string;
 }
 
 /** An environment with no HF_* or proxy variables of the developer's, a fresh HF_HOME, no colours. */
@@ -50,8 +52,12 @@ export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       env: opts.env ?? cleanEnv(),
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"] as ["pipe", "pipe", "pipe"],
     });
+    if (opts.input !== undefined) {
+      child.stdin.on("error", () => undefined); // it may exit before reading
+      child.stdin.end(opts.input);
+    }
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => {
