@@ -332,8 +332,10 @@ describe("hfget cache dedupe", () => {
     await withHub([r1, r2], {}, async (hub) => {
       const cache = tempDir("hfget-dedupe-");
       const env = cleanEnv({ HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache });
-      for (const id of ["org/one", "org/two"]) {
-        const r = await runCli([id, "--quiet"], { env });
+      // --force for the second: a plain download would hard-link org/one's blob (reuse), leaving
+      // nothing to deduplicate; copies made by other tools (or older hfget) are what dedupe is for.
+      for (const args of [["org/one"], ["org/two", "--force"]]) {
+        const r = await runCli([...args, "--quiet"], { env });
         assert.equal(r.code, 0, show(r));
       }
       const id = readdirSync(join(repoCacheDir(cache, "model", "org/one"), "blobs"))[0]!;
