@@ -185,7 +185,7 @@ export async function download(
     local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs, reuseOf(f));
   const allWorks: FileWork[] = files.map((file) => ({
     file,
-    resolveUrl: hub.resolveUrl(config.repo, commit, file.path),
+    sources: [{ endpoint: hub.http.endpoint, url: hub.resolveUrl(config.repo, commit, file.path) }],
     placement: placementOf(file),
     force: config.force,
   }));
