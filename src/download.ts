@@ -174,8 +174,6 @@ export async function download(
   const outPath = local ? local.root : cache.snapshotDir(commit);
   const dirs = new SafeDirs(root);
   if (local && !config.dryRun) await writeLocalDirGitignore(local.root, dirs);
-  const placementOf = (f: RepoFile): Placement =>
-    local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs);
 
   // The plan step: one read-only survey of the target, then a pure decision per file.
   const target: SurveyTarget = local
@@ -186,6 +184,12 @@ export async function download(
     planFiles(files, surveys, { force: config.force }).map((p) => [p.path, p]),
   );
   const planOf = (f: RepoFile): FilePlan => plans.get(f.path)!;
+  // `reuse`: the engine asks isPresent() under the blob's lock, which links or copies the blob from
+  // another repo of the cache after re-hashing it (and the engine fetches when none verifies).
+  const reuseOf = (f: RepoFile): readonly string[] =>
+    planOf(f).action === "reuse" ? (surveys.get(f.path)?.reuseFrom ?? []) : [];
+  const placementOf = (f: RepoFile): Placement =>
+    local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs, reuseOf(f));
   const allWorks: FileWork[] = files.map((file) => ({
     file,
     // Every endpoint at the pinned commit; the engine's source pool picks per chunk and fails over.

@@ -226,6 +226,60 @@ describe("hfget cache verify", () => {
   });
 });
 
+describe("cache verify: hashing in worker threads", () => {
+  it("finds the same problems, in the same order, on 2 threads as on the main thread", async () => {
+    const { verifyCache } = await import("../src/cache/verify-cache.js");
+    const { createHash } = await import("node:crypto");
+    const { mkdirSync } = await import("node:fs");
+    const cache = tempDir("hfget-verify-threads-");
+    const corrupt: string[] = [];
+    let total = 0;
+    for (const repo of ["models--org--a", "models--org--b", "datasets--org--c"]) {
+      const blobs = join(cache, repo, "blobs");
+      mkdirSync(blobs, { recursive: true });
+      for (let i = 0; i < 6; i++) {
+        const bytes = randomBytesSeeded(500 + i + repo.length, 20_000 + i * 70_001);
+        const git = i % 3 === 2;
+        const name = git
+          ? createHash("sha1").update(`blob ${bytes.length}\0`).update(bytes).digest("hex")
+          : createHash("sha256").update(bytes).digest("hex");
+        if (i % 2 === 1) {
+          bytes[bytes.length - 1]! ^= 1;
+          corrupt.push(`${repo}/blobs/${name}`);
+        }
+        writeFileSync(join(blobs, name), bytes);
+        total += bytes.length;
+      }
+    }
+    // toHash order: folders as listed (sorted), then blob names sorted
+    const expected = [...corrupt].sort((x, y) => {
+      const [fx, fy] = [x.split("/")[0]!, y.split("/")[0]!];
+      return fx === fy ? (x < y ? -1 : 1) : fx < fy ? -1 : 1;
+    });
+    for (const threads of [0, 2]) {
+      const seen: string[] = [];
+      let bytes = 0;
+      const r = await verifyCache(cache, {
+        threads,
+        onEvent: (e) => {
+          if (e.type === "verify-problem") seen.push(e.problem.path);
+          else if (e.type === "verify-bytes") bytes += e.bytes;
+        },
+      });
+      assert.equal(r.blobs, 18, `threads ${threads}`);
+      assert.equal(r.bytes, total);
+      assert.equal(bytes, total, `progress counts every byte (threads ${threads})`);
+      assert.deepEqual(
+        r.problems.map((p) => p.path),
+        expected,
+        `threads ${threads}`,
+      );
+      assert.deepEqual(seen, expected, `events in the same order (threads ${threads})`);
+      assert.ok(r.problems.every((p) => p.kind === "corrupt"));
+    }
+  });
+});
+
 describe("offline (HF_HUB_OFFLINE=1)", () => {
   it("answers like huggingface_hub 1.28: missing named file, incomplete snapshot per trees/, complete ones", async (t) => {
     const skip = skipWithoutPython();

@@ -28,6 +28,8 @@ export interface RunOptions {
   readonly onStderr?: (chunk: string, child: ChildProcess) => void;
   /** A command the CLI runs under (`setpriv --reuid=…`, `unshare …`): it gets `node bin/hfget.js args…`. */
   readonly wrap?: readonly string[];
+  /** Written to the child's stdin (a pipe, not a terminal), which is then closed; default: no stdin. */
+  readonly input?: string;
 }
 
 /** An environment with no HF_* or proxy variables of the developer's, a fresh HF_HOME, no colours. */
@@ -53,8 +55,12 @@ export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<
     const [cmd, ...pre] = [...(opts.wrap ?? []), process.execPath, BIN, ...args];
     const child = spawn(cmd!, pre, {
       env: opts.env ?? cleanEnv(),
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"] as ["pipe", "pipe", "pipe"],
     });
+    if (opts.input !== undefined) {
+      child.stdin.on("error", () => undefined); // it may exit before reading
+      child.stdin.end(opts.input);
+    }
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => {

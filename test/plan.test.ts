@@ -355,3 +355,25 @@ describe("dry-run agrees with the real run", () => {
     assert.equal(sha256File(join(blobs, bigSha)), bigSha);
   });
 });
+
+describe("plan: reuse of a blob under another repo", () => {
+  const from = [`/c/models--x--y/blobs/${"b".repeat(64)}`];
+  it("an LFS blob missing here but present elsewhere is reuse (nothing to fetch), before resume", () => {
+    assert.deepEqual(planFile(lfsFile, { path: "w.bin", reuseFrom: from }, noForce), {
+      path: "w.bin",
+      action: "reuse",
+      bytesDone: 4 * MiB,
+      bytesToFetch: 0,
+    });
+    const partial: FileSurvey = { path: "w.bin", partialSize: 4 * MiB, resumeDone: MiB, reuseFrom: from };
+    assert.equal(planFile(lfsFile, partial, noForce).action, "reuse");
+    // a wrong-size blob here is replaced by the good one
+    assert.equal(planFile(lfsFile, { ...partial, blobSize: 7, linkOk: true }, noForce).action, "reuse");
+  });
+  it("present stays present; --force fetches; no candidate is fetch", () => {
+    const s: FileSurvey = { path: "w.bin", blobSize: 4 * MiB, linkOk: true, reuseFrom: from };
+    assert.equal(planFile(lfsFile, s, noForce).action, "present");
+    assert.equal(planFile(lfsFile, { path: "w.bin", reuseFrom: from }, { force: true }).action, "fetch");
+    assert.equal(planFile(lfsFile, { path: "w.bin", reuseFrom: [] }, noForce).action, "fetch");
+  });
+});

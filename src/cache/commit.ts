@@ -1,4 +1,4 @@
-import { copyFile, lstat, readlink, realpath, rename, rm, stat, symlink } from "node:fs/promises";
+import { copyFile, link, lstat, readlink, realpath, rename, rm, stat, symlink } from "node:fs/promises";
 import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
@@ -93,7 +93,60 @@ async function placeLink(link: string, target: string, blob: string): Promise<vo
   await rename(tmp, link);
 }
 
-export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile, dirs: SafeDirs): Placement {
+/**
+ * Makes `blob` from the same blob under another repo of the cache (the plan's `reuse`), under the
+ * caller's lock on `blob`: a hard link made beside it (a copy where the link fails: EXDEV across
+ * filesystems, or a filesystem without hard links), re-hashed, then renamed into place. The hash is
+ * checked on what was linked or copied, not on the source before, so a source replaced or removed
+ * meanwhile cannot slip in; a candidate that does not hash to its name is skipped (left for `cache
+ * verify`). The source's own lock is not needed: committed blobs are only ever replaced by rename
+ * or removed, and the link pins the inode that was hashed. Returns whether a candidate verified.
+ */
+async function reuseBlob(
+  blob: string,
+  candidates: readonly string[],
+  file: RepoFile,
+  ensureDir: () => Promise<void>,
+): Promise<boolean> {
+  const expected = expectedHash(file);
+  await ensureDir();
+  for (const from of candidates) {
+    const tmp = tmpName(blob);
+    try {
+      try {
+        await link(from, tmp);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== "EXDEV" && code !== "EPERM" && code !== "ENOTSUP" && code !== "EMLINK") throw err;
+        await copyFile(from, tmp);
+      }
+      // link(2) does not follow a symlink at `from`: only a regular file is a blob.
+      if ((await lstat(tmp)).isFile() && (await fileMatches(tmp, expected, file.size))) {
+        await rename(tmp, blob);
+        return true;
+      }
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      // The candidate went away (rm, prune, verify --fix) or cannot be read: try the next one.
+      if (code !== "ENOENT" && code !== "EACCES" && code !== "EISDIR") throw err;
+    } finally {
+      await rm(tmp, { force: true }).catch(() => undefined);
+    }
+  }
+  return false;
+}
+
+/**
+ * `reuseFrom`: the survey's candidates for this blob under other repos (the plan's `reuse`); tried,
+ * under the lock, when the blob is not here yet.
+ */
+export function cachePlacement(
+  paths: CachePaths,
+  commit: string,
+  file: RepoFile,
+  dirs: SafeDirs,
+  reuseFrom: readonly string[] = [],
+): Placement {
   const id = blobId(file);
   const blob = paths.blob(id);
   const link = paths.snapshotFile(commit, file.path);
@@ -110,13 +163,18 @@ export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile
     lock: paths.lock(id),
     location: link,
     async isPresent() {
+      let here = false;
       try {
         const st = await stat(blob);
-        if (!st.isFile() || st.size !== file.size) return false;
+        here = st.isFile() && st.size === file.size;
       } catch {
-        return false;
+        // not there
       }
       try {
+        if (!here && reuseFrom.length > 0) {
+          here = await reuseBlob(blob, reuseFrom, file, () => dirs.ensure(dirname(blob)));
+        }
+        if (!here) return false;
         await ensureLink();
       } catch (err) {
         throw diskError(err, link);

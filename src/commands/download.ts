@@ -22,7 +22,7 @@ function renderPlan(r: DownloadResult): string {
     return `${f.action}  ${f.path}`;
   };
   const n = (a: string) => r.files.filter((f) => f.action === a).length;
-  const total = `total: ${formatBytes(r.bytesToFetch)} to fetch of ${formatBytes(r.bytesTotal)}; ${n("fetch")} fetch, ${n("resume")} resume, ${n("link")} link, ${n("present")} present`;
+  const total = `total: ${formatBytes(r.bytesToFetch)} to fetch of ${formatBytes(r.bytesTotal)}; ${n("fetch")} fetch, ${n("resume")} resume, ${n("link")} link, ${n("reuse")} reuse, ${n("present")} present`;
   return `${[...r.files.map(line), total].join("\n")}\n`;
 }
 

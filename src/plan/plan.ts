@@ -6,12 +6,19 @@ import type { FileSurvey } from "./survey.js";
  * The plan step (DESIGN §2): a pure function of listing + survey + options. No I/O: the engine
  * re-checks under the lock, because another client may have changed the disk since the survey.
  */
-export type PlanAction = "present" | "link" | "resume" | "fetch";
+/**
+ * `reuse`: an LFS blob this repo lacks is in another repo of the same cache; the commit step hard-links
+ * (or copies) and re-hashes it instead of fetching, and fetches after all when it does not verify.
+ */
+export type PlanAction = "present" | "link" | "reuse" | "resume" | "fetch";
 
 export interface FilePlan {
   readonly path: string;
   readonly action: PlanAction;
-  /** Bytes already on disk that this run keeps (whole file for present/link, resume-state bytes for resume). */
+  /**
+   * Bytes already on disk that this run keeps (whole file for present/link/reuse, resume-state bytes
+   * for resume).
+   */
   readonly bytesDone: number;
   readonly bytesToFetch: number;
 }
@@ -47,6 +54,10 @@ export function planFile(file: RepoFile, s: FileSurvey | undefined, opts: PlanOp
       }
     } else if (s.localSize !== undefined && s.localSize === file.size && localPresent(file, s)) {
       return { path: file.path, action: "present", bytesDone: file.size, bytesToFetch: 0 };
+    }
+    // Before resume: a verified copy on disk costs no network at all.
+    if (s.reuseFrom !== undefined && s.reuseFrom.length > 0) {
+      return { path: file.path, action: "reuse", bytesDone: file.size, bytesToFetch: 0 };
     }
   }
   const min = opts.resumeMinBytes ?? RESUME_MIN_BYTES;

@@ -1,4 +1,5 @@
-import { lstat, readlink, stat } from "node:fs/promises";
+import { lstat, readdir, readlink, stat } from "node:fs/promises";
+import { basename, join } from "node:path";
 import pLimit from "p-limit";
 import { type LocalMetadata, localVerdict, readLocalMetadata } from "../cache/local-metadata.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "../cache/paths.js";
@@ -30,6 +31,12 @@ export interface FileSurvey {
   readonly partialSize?: number;
   /** Bytes its resume state records as done (the state matched this file's size and hash). */
   readonly resumeDone?: number;
+  /**
+   * Cache, LFS files only: `blobs/<sha256>` of the listed size under other repo folders of the same
+   * cache (sorted by folder), which the commit step may link or copy instead of fetching (after
+   * re-hashing it: a name is not proof of content).
+   */
+  readonly reuseFrom?: readonly string[];
 }
 
 /** Where one target keeps its files: the cache of a repo at a commit, or a local dir. */
@@ -58,7 +65,42 @@ async function partial(incomplete: string, state: string, file: RepoFile): Promi
   return { partialSize: p.size, ...(done === undefined ? {} : { resumeDone: done }) };
 }
 
-export async function surveyFile(target: SurveyTarget, file: RepoFile): Promise<FileSurvey> {
+/** The other repo folders of the cache holding `paths.repoDir` (models--, datasets--, spaces--), sorted. */
+export async function otherRepoDirs(paths: CachePaths): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(paths.root);
+  } catch {
+    return [];
+  }
+  const own = basename(paths.repoDir);
+  return names
+    .filter((n) => n !== own && /^(models|datasets|spaces)--/.test(n))
+    .sort()
+    .map((n) => join(paths.root, n));
+}
+
+/** The same LFS blob (by name and size) under other repo folders. */
+async function reuseCandidates(file: RepoFile, others: readonly string[]): Promise<string[]> {
+  if (file.lfs === undefined || others.length === 0) return [];
+  const found: string[] = [];
+  for (const dir of others) {
+    const p = join(dir, "blobs", file.lfs.sha256);
+    const st = await fileSize(p, false);
+    if (st !== undefined && st.size === file.size) found.push(p);
+  }
+  return found;
+}
+
+/**
+ * `others`: the cache's other repo folders (otherRepoDirs), searched for an LFS blob this repo
+ * lacks; empty (the default) searches none.
+ */
+export async function surveyFile(
+  target: SurveyTarget,
+  file: RepoFile,
+  others: readonly string[] = [],
+): Promise<FileSurvey> {
   if (target.kind === "cache") {
     const { paths, commit } = target;
     const id = blobId(file);
@@ -72,9 +114,11 @@ export async function surveyFile(target: SurveyTarget, file: RepoFile): Promise<
       const copy = await fileSize(link, false);
       linkOk = copy !== undefined && copy.size === file.size;
     }
+    const reuse = blob?.size === file.size ? [] : await reuseCandidates(file, others);
     return {
       path: file.path,
       ...(blob === undefined ? {} : { blobSize: blob.size }),
+      ...(reuse.length > 0 ? { reuseFrom: reuse } : {}),
       linkOk,
       ...(await partial(paths.incomplete(id), paths.state(id), file)),
     };
@@ -106,6 +150,10 @@ export async function survey(
   concurrency = 32,
 ): Promise<Map<string, FileSurvey>> {
   const limit = pLimit(concurrency);
-  const out = await Promise.all(files.map((f) => limit(() => surveyFile(target, f))));
+  const others =
+    target.kind === "cache" && files.some((f) => f.lfs !== undefined)
+      ? await otherRepoDirs(target.paths)
+      : [];
+  const out = await Promise.all(files.map((f) => limit(() => surveyFile(target, f, others))));
   return new Map(out.map((s) => [s.path, s]));
 }
