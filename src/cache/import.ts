@@ -14,13 +14,7 @@ import type { RepoFile } from "../hub/types.js";
 import { type RepoRef, repoLabel } from "../repo.js";
 import { openNoFollow, writeFileAtomic } from "../util/atomic-write.js";
 import { createContentHash } from "../verify.js";
-import {
-  archiveError,
-  MANIFEST_NAME,
-  MAX_MANIFEST_BYTES,
-  type Manifest,
-  parseManifest,
-} from "./archive.js";
+import { archiveError, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, parseManifest } from "./archive.js";
 import { cachePlacement, localDirPlacement, SafeDirs } from "./commit.js";
 import { makeDirs } from "./dirs.js";
 import { tryLock } from "./lock.js";
