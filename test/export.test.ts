@@ -18,7 +18,15 @@ import {
   walk,
   withHub,
 } from "./helpers.js";
-import { HH_VERSIONS, PY_DOWNLOAD, pyEnv, runPython, skipWithoutPython } from "./pyclient.js";
+import {
+  HH_VERSIONS,
+  PY_DOWNLOAD,
+  PY_HOLD_LOCK,
+  pyEnv,
+  runPython,
+  skipWithoutPython,
+  spawnPython,
+} from "./pyclient.js";
 
 const SCAN_WARNINGS = `
 import json, sys
@@ -143,6 +151,44 @@ describe("hfget export / import", { skip: skipWithoutPython() }, () => {
         );
         await assertLoadsOffline(hub, dst, "org/snap", "config.json");
         await assertScanClean(dst, "org/snap");
+      }
+    });
+  });
+  it("import waits for a blob lock huggingface_hub holds, and commits that blob only after it is released", async () => {
+    const r0 = repo();
+    await withHub([r0], {}, async (hub) => {
+      const src = tempDir("hfget-exp-src-");
+      await hfgetDownload(hub, src);
+      const archive = join(tempDir("hfget-exp-tar-"), "snap.tar");
+      const ex = await hf(["export", "org/snap", "--cache-dir", src, "--to", archive]);
+      assert.equal(ex.code, 0, show(ex));
+      const dst = tempDir("hfget-exp-dst-");
+      const first = r0.commits[0]!.files.find((f) => f.path === "config.json")!.gitOid;
+      const lock = join(dst, ".locks", "models--org--snap", `${first}.lock`);
+      const holder = spawnPython("1.28", PY_HOLD_LOCK, [lock], { env: cleanEnv() });
+      try {
+        await holder.waitForOutput("locked");
+        let waiting!: () => void;
+        const sawWait = new Promise<void>((resolve) => {
+          waiting = resolve;
+        });
+        const run = runCli(["import", archive, "--cache-dir", dst], {
+          env: cleanEnv(),
+          onStderr: (d) => {
+            if (d.includes("another process holds it")) waiting();
+          },
+        });
+        await sawWait;
+        const dir = repoCacheDir(dst, "model", "org/snap");
+        assert.ok(!existsSync(join(dir, "blobs", first)), "the locked blob is not committed while held");
+        assert.ok(!existsSync(join(dir, "snapshots")), "no snapshot before every blob is in");
+        holder.send("go");
+        const r = await run;
+        assert.equal(r.code, 0, show(r));
+        assert.deepEqual(cacheProblems(dir, r0.commits[0]!.sha, r0.commits[0]!.files), []);
+      } finally {
+        holder.send("go");
+        await holder.done;
       }
     });
   });

@@ -40,6 +40,8 @@ export interface ImportOptions {
   readonly signal?: AbortSignal | undefined;
   /** How long to wait for a blob lock another process holds (default: as long as it takes). */
   readonly lockTimeoutMs?: number | undefined;
+  /** Hears once per lock that another process holds (the import then waits for it). */
+  readonly onLockWait?: ((lock: string) => void) | undefined;
 }
 
 export interface ImportResult {
@@ -59,11 +61,13 @@ export interface ImportResult {
 
 const LOCK_POLL_MS = 200;
 
-async function waitLock(path: string, signal: AbortSignal | undefined, timeoutMs: number | undefined) {
-  const until = timeoutMs === undefined ? Number.POSITIVE_INFINITY : Date.now() + timeoutMs;
-  for (;;) {
+async function waitLock(path: string, opts: ImportOptions) {
+  const { signal, lockTimeoutMs } = opts;
+  const until = lockTimeoutMs === undefined ? Number.POSITIVE_INFINITY : Date.now() + lockTimeoutMs;
+  for (let tries = 0; ; tries++) {
     const release = await tryLock(path);
     if (release !== undefined) return release;
+    if (tries === 0) opts.onLockWait?.(path);
     signal?.throwIfAborted();
     if (Date.now() > until) {
       throw new HfgetError("DISK", `another process holds the lock ${path}`, {
@@ -232,7 +236,7 @@ export async function importSnapshot(opts: ImportOptions, input: Readable): Prom
     let alreadyPresent = 0;
     if (local === undefined) {
       for (const [blob, stagePath] of staged) {
-        const release = await waitLock(cache.lock(blob), opts.signal, opts.lockTimeoutMs);
+        const release = await waitLock(cache.lock(blob), opts);
         try {
           const st = await stat(cache.blob(blob)).catch(() => undefined);
           if (st?.isFile() && st.size === wanted.get(blob)!.size) {
@@ -265,7 +269,7 @@ export async function importSnapshot(opts: ImportOptions, input: Readable): Prom
       for (const f of manifest.files) uses.set(f.blob, (uses.get(f.blob) ?? 0) + 1);
       for (const f of manifest.files) {
         const placement = localDirPlacement(local, commit, toRepoFile(f), dirs);
-        const release = await waitLock(placement.lock, opts.signal, opts.lockTimeoutMs);
+        const release = await waitLock(placement.lock, opts);
         try {
           await placement.prepare();
           const stagePath = staged.get(f.blob)!;

@@ -113,6 +113,9 @@ export function registerImport(program: Command, ctx: CommandContext): void {
           cacheDir: f.cacheDir === undefined ? defaultCacheDir(io.env) : resolve(f.cacheDir),
           localDir: f.localDir === undefined ? undefined : resolve(f.localDir),
           signal: ctx.signal,
+          onLockWait: (lock) => {
+            if (!f.quiet) io.stderr.write(`waiting for ${lock}: another process holds it\n`);
+          },
         },
         input,
       );
