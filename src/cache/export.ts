@@ -228,6 +228,13 @@ export async function exportSnapshot(opts: ExportOptions, out: NodeJS.WritableSt
   const pack = tar.pack();
   const piped = pipeline(pack, out, opts.signal ? { signal: opts.signal } : {});
   piped.catch(() => undefined); // awaited below; a failure while adding entries is thrown from there
+  // The output failing (a closed pipe, a full disk) must end a wait for an entry's callback too.
+  const outputFailed = piped.then(
+    () => new Promise<never>(() => undefined),
+    (err: unknown) => Promise.reject(err),
+  );
+  outputFailed.catch(() => undefined);
+  const orFail = <T>(p: Promise<T>): Promise<T> => Promise.race([p, outputFailed]);
   const add = (header: TarHeader, body?: Buffer) =>
     new Promise<void>((resolve, reject) => {
       pack.entry(header, body ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
@@ -242,7 +249,7 @@ export async function exportSnapshot(opts: ExportOptions, out: NodeJS.WritableSt
   let bytes = 0;
   try {
     const json = Buffer.from(`${JSON.stringify(manifest, null, 1)}\n`);
-    await add(header(MANIFEST_NAME, json.length), json);
+    await orFail(add(header(MANIFEST_NAME, json.length), json));
     for (const [blob, b] of blobs) {
       opts.signal?.throwIfAborted();
       const fh = await open(b.path, "r");
@@ -254,31 +261,33 @@ export async function exportSnapshot(opts: ExportOptions, out: NodeJS.WritableSt
       }
       if (size !== b.size) throw corrupt(label, blob, `has ${size} bytes, ${b.size} expected`);
       const hash = createContentHash({ algorithm: b.algorithm, hex: blob }, b.size);
-      await new Promise<void>((resolve, reject) => {
-        const entry = pack.entry(header(blobEntryName(blob), b.size), (err) =>
-          err ? reject(err) : resolve(),
-        );
-        const src = createReadStream(b.path, { highWaterMark: 1024 * 1024 });
-        src.on("data", (chunk: Buffer | string) => {
-          const buf = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
-          hash.update(buf);
-          if (!entry.write(buf)) {
-            src.pause();
-            entry.once("drain", () => src.resume());
-          }
-        });
-        src.on("error", reject);
-        src.on("end", () => {
-          // The entry's bytes are all out: a mismatch must fail the stream before its tar footer.
-          if (hash.digest("hex") !== blob) {
-            const err = corrupt(label, blob, "does not match its hash");
-            pack.destroy(err);
-            reject(err);
-            return;
-          }
-          entry.end(undefined); // streamx types want an argument; undefined ends without writing
-        });
-      });
+      await orFail(
+        new Promise<void>((resolve, reject) => {
+          const entry = pack.entry(header(blobEntryName(blob), b.size), (err) =>
+            err ? reject(err) : resolve(),
+          );
+          const src = createReadStream(b.path, { highWaterMark: 1024 * 1024 });
+          src.on("data", (chunk: Buffer | string) => {
+            const buf = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+            hash.update(buf);
+            if (!entry.write(buf)) {
+              src.pause();
+              entry.once("drain", () => src.resume());
+            }
+          });
+          src.on("error", reject);
+          src.on("end", () => {
+            // The entry's bytes are all out: a mismatch must fail the stream before its tar footer.
+            if (hash.digest("hex") !== blob) {
+              const err = corrupt(label, blob, "does not match its hash");
+              pack.destroy(err);
+              reject(err);
+              return;
+            }
+            entry.end(undefined); // streamx types want an argument; undefined ends without writing
+          });
+        }),
+      );
       bytes += b.size;
     }
     pack.finalize();

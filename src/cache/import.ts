@@ -16,7 +16,7 @@ import { openNoFollow, writeFileAtomic } from "../util/atomic-write.js";
 import { createContentHash } from "../verify.js";
 import { archiveError, MANIFEST_NAME, MAX_MANIFEST_BYTES, type Manifest, parseManifest } from "./archive.js";
 import { cachePlacement, localDirPlacement, SafeDirs } from "./commit.js";
-import { makeDirs } from "./dirs.js";
+import { diskError, makeDirs } from "./dirs.js";
 import { tryLock } from "./lock.js";
 import { cachePaths, localDirPaths, PARTIAL_SUFFIX } from "./paths.js";
 import { writeCachedirTag, writeTree } from "./tree-cache.js";
@@ -234,61 +234,66 @@ export async function importSnapshot(opts: ImportOptions, input: Readable): Prom
 
     // Every blob is verified: make them visible, each under its lock.
     let alreadyPresent = 0;
-    if (local === undefined) {
-      for (const [blob, stagePath] of staged) {
-        const release = await waitLock(cache.lock(blob), opts);
-        try {
-          const st = await stat(cache.blob(blob)).catch(() => undefined);
-          if (st?.isFile() && st.size === wanted.get(blob)!.size) {
-            alreadyPresent++;
-            await rm(stagePath, { force: true });
-          } else {
-            await rename(stagePath, cache.blob(blob));
+    try {
+      if (local === undefined) {
+        for (const [blob, stagePath] of staged) {
+          const release = await waitLock(cache.lock(blob), opts);
+          try {
+            const st = await stat(cache.blob(blob)).catch(() => undefined);
+            if (st?.isFile() && st.size === wanted.get(blob)!.size) {
+              alreadyPresent++;
+              await rm(stagePath, { force: true });
+            } else {
+              await rename(stagePath, cache.blob(blob));
+            }
+            staged.delete(blob);
+          } finally {
+            await release();
           }
-          staged.delete(blob);
-        } finally {
-          await release();
         }
-      }
-      for (const f of manifest.files) {
-        if (!(await cachePlacement(cache, commit, toRepoFile(f), dirs).isPresent())) {
-          throw new HfgetError("DISK", `${label}: could not link ${f.path} to its blob`, {
-            hint: "another process changed the cache meanwhile: import again",
-          });
-        }
-      }
-      if (manifest.complete) await writeTree(cache.repoDir, commit, manifest.files.map(toRepoFile));
-      for (const r of manifest.refs) {
-        const p = cache.ref(r);
-        await dirs.ensure(dirname(p));
-        await writeFileAtomic(p, commit);
-      }
-      await writeCachedirTag(opts.cacheDir).catch(() => undefined);
-    } else {
-      const uses = new Map<string, number>();
-      for (const f of manifest.files) uses.set(f.blob, (uses.get(f.blob) ?? 0) + 1);
-      for (const f of manifest.files) {
-        const placement = localDirPlacement(local, commit, toRepoFile(f), dirs);
-        const release = await waitLock(placement.lock, opts);
-        try {
-          await placement.prepare();
-          const stagePath = staged.get(f.blob)!;
-          const left = uses.get(f.blob)! - 1;
-          uses.set(f.blob, left);
-          if (left === 0) {
-            await rename(stagePath, placement.incomplete);
-            staged.delete(f.blob);
-          } else {
-            await copyFile(stagePath, placement.incomplete);
+        for (const f of manifest.files) {
+          if (!(await cachePlacement(cache, commit, toRepoFile(f), dirs).isPresent())) {
+            throw new HfgetError("DISK", `${label}: could not link ${f.path} to its blob`, {
+              hint: "another process changed the cache meanwhile: import again",
+            });
           }
-          await placement.commit();
-        } finally {
-          await release();
+        }
+        if (manifest.complete) await writeTree(cache.repoDir, commit, manifest.files.map(toRepoFile));
+        for (const r of manifest.refs) {
+          const p = cache.ref(r);
+          await dirs.ensure(dirname(p));
+          await writeFileAtomic(p, commit);
+        }
+        await writeCachedirTag(opts.cacheDir).catch(() => undefined);
+      } else {
+        const uses = new Map<string, number>();
+        for (const f of manifest.files) uses.set(f.blob, (uses.get(f.blob) ?? 0) + 1);
+        for (const f of manifest.files) {
+          const placement = localDirPlacement(local, commit, toRepoFile(f), dirs);
+          const release = await waitLock(placement.lock, opts);
+          try {
+            await placement.prepare();
+            const stagePath = staged.get(f.blob)!;
+            const left = uses.get(f.blob)! - 1;
+            uses.set(f.blob, left);
+            if (left === 0) {
+              await rename(stagePath, placement.incomplete);
+              staged.delete(f.blob);
+            } else {
+              await copyFile(stagePath, placement.incomplete);
+            }
+            await placement.commit();
+          } finally {
+            await release();
+          }
+        }
+        if (manifest.complete) {
+          await writeTree(join(local.root, ".cache", "huggingface"), commit, manifest.files.map(toRepoFile));
         }
       }
-      if (manifest.complete) {
-        await writeTree(join(local.root, ".cache", "huggingface"), commit, manifest.files.map(toRepoFile));
-      }
+    } catch (err) {
+      if (err instanceof HfgetError || (err as { code?: string }).code === undefined) throw err;
+      throw diskError(err, local ? local.root : cache.repoDir, "cannot write into");
     }
     return {
       repo,

@@ -3,15 +3,17 @@ import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { Readable } from "node:stream";
 import { type Command, Option } from "commander";
-import { type ExportResult, exportSnapshot, exportToFile } from "../cache/export.js";
-import { importSnapshot } from "../cache/import.js";
+import type { ExportResult } from "../cache/export.js";
 import { defaultCacheDir } from "../config.js";
 import { HfgetError, usageError } from "../errors.js";
 import { formatBytes } from "../format.js";
 import { parseRepoArg, parseRepoType, repoLabel } from "../repo.js";
 import type { CommandContext } from "./context.js";
 
-/** `hfget export` and `hfget import`: thin shells over src/cache/export.ts and import.ts. */
+/**
+ * `hfget export` and `hfget import`: thin shells over src/cache/export.ts and import.ts, loaded only
+ * when one of them runs (the tar library is not worth loading for every download).
+ */
 interface ExportFlags {
   repoType?: string;
   revision?: string;
@@ -56,6 +58,7 @@ export function registerExport(program: Command, ctx: CommandContext): void {
         signal: ctx.signal,
       };
       const to = f.to!;
+      const { exportSnapshot, exportToFile } = await import("../cache/export.js");
       let r: ExportResult;
       if (to === "-") {
         if (io.stdout.isTTY) {
@@ -108,6 +111,7 @@ export function registerImport(program: Command, ctx: CommandContext): void {
         if (!st.isFile()) throw usageError(`${path} is not a file`);
         input = createReadStream(path);
       }
+      const { importSnapshot } = await import("../cache/import.js");
       const r = await importSnapshot(
         {
           cacheDir: f.cacheDir === undefined ? defaultCacheDir(io.env) : resolve(f.cacheDir),
