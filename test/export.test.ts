@@ -324,6 +324,25 @@ describe("hfget export / import (hfget only)", () => {
     });
   });
 
+  it("export re-hashes blobs: a flipped byte in the cache stops it (exit 5) and leaves no archive", async () => {
+    const r0 = repo();
+    await withHub([r0], {}, async (hub) => {
+      const src = tempDir("hfget-exp-src-");
+      await hfgetDownload(hub, src);
+      const f = r0.commits[0]!.files.find((x) => x.path === "model.safetensors")!;
+      const blob = join(repoCacheDir(src, "model", "org/snap"), "blobs", f.lfs!.sha256);
+      const bytes = readFileSync(blob);
+      bytes[1234]! ^= 0x80;
+      writeFileSync(blob, bytes);
+      const archive = join(tempDir("hfget-exp-tar-"), "snap.tar");
+      const r = await hf(["export", "org/snap", "--cache-dir", src, "--to", archive]);
+      assert.equal(r.code, 5, show(r));
+      assert.match(r.stderr, new RegExp(`cache blob ${f.lfs!.sha256} does not match its hash`));
+      assert.ok(!existsSync(archive), "no archive");
+      assert.deepEqual(readdirSync(join(archive, "..")), [], "no temp file left either");
+    });
+  });
+
   it("refuses an incomplete snapshot unless --include/--exclude narrow it; --local-dir gives plain verified files", async () => {
     const r0 = repo();
     await withHub([r0], {}, async (hub) => {

@@ -221,6 +221,17 @@ function corrupt(label: string, blob: string, what: string): HfgetError {
   });
 }
 
+/** An errno failure of the output (EPIPE: the reader went away; ENOSPC) as one DISK line. */
+function outputError(err: unknown, signal: AbortSignal | undefined): unknown {
+  const code = (err as { code?: string }).code;
+  if (code === "ABORT_ERR" && signal?.aborted) return signal.reason;
+  if (err instanceof HfgetError || code === undefined) return err;
+  return new HfgetError("DISK", `cannot write the archive: ${code}`, {
+    hint: code === "EPIPE" ? "the reading side stopped first: see its error" : "check the target's space",
+    cause: err,
+  });
+}
+
 /** Streams the archive into `out` (a file or stdout); resolves once every byte is handed over. */
 export async function exportSnapshot(opts: ExportOptions, out: NodeJS.WritableStream): Promise<ExportResult> {
   const { manifest, blobs } = await planExport(opts);
@@ -266,6 +277,8 @@ export async function exportSnapshot(opts: ExportOptions, out: NodeJS.WritableSt
           const entry = pack.entry(header(blobEntryName(blob), b.size), (err) =>
             err ? reject(err) : resolve(),
           );
+          // Destroying the pack (a bad blob, a failed output) errors the open entry: reject, not crash.
+          entry.on("error", reject);
           const src = createReadStream(b.path, { highWaterMark: 1024 * 1024 });
           src.on("data", (chunk: Buffer | string) => {
             const buf = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
@@ -294,9 +307,11 @@ export async function exportSnapshot(opts: ExportOptions, out: NodeJS.WritableSt
   } catch (err) {
     pack.destroy(err instanceof Error ? err : new Error(String(err)));
     await piped.catch(() => undefined);
-    throw err;
+    throw outputError(err, opts.signal);
   }
-  await piped;
+  await piped.catch((err: unknown) => {
+    throw outputError(err, opts.signal);
+  });
   return {
     repo: opts.repo,
     commit: manifest.commit,
