@@ -181,7 +181,7 @@ export async function download(
   const planOf = (f: RepoFile): FilePlan => plans.get(f.path)!;
   const allWorks: FileWork[] = files.map((file) => ({
     file,
-    resolveUrl: hub.resolveUrl(config.repo, commit, file.path),
+    sources: [{ endpoint: hub.http.endpoint, url: hub.resolveUrl(config.repo, commit, file.path) }],
     placement: placementOf(file),
     force: config.force,
   }));

@@ -28,6 +28,17 @@ export type DownloadEvent =
   /** The file waits for its lock, held by another process (hfget or huggingface_hub) fetching it. */
   | { readonly type: "lock-wait"; readonly path: string; readonly lock: string }
   | { readonly type: "verify-failed"; readonly path: string; readonly willRetry: boolean }
+  /**
+   * An endpoint was set aside: `for` "request" (the chunk moved to another endpoint), "a while"
+   * (it failed repeatedly: probed again later), or "run" (it sent bad bytes).
+   */
+  | {
+      readonly type: "source-set-aside";
+      readonly path: string;
+      readonly endpoint: string;
+      readonly for: "request" | "a while" | "run";
+      readonly reason: string;
+    }
   | { readonly type: "file-done"; readonly path: string; readonly size: number; readonly status: FileStatus };
 
 export type EventSink = (event: DownloadEvent) => void;

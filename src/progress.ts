@@ -84,6 +84,8 @@ export function lineReporter(opts: ReporterOptions): Reporter {
   const every = opts.intervalMs ?? 5000;
   let last = now();
   let lastWait = Number.NEGATIVE_INFINITY;
+  // A chunk moved off an endpoint is said once per endpoint; marking it down or dropping it always.
+  const setAside = new Set<string>();
   const write = (s: string) => opts.stream.write(`${s}\n`);
   const status = () => {
     const rate = t.rate();
@@ -106,7 +108,12 @@ export function lineReporter(opts: ReporterOptions): Reporter {
       else if (e.type === "file-done" && e.status === "failed") write(`hfget: FAILED ${e.path}`);
       else if (e.type === "verify-failed")
         write(`hfget: ${e.path}: hash mismatch${e.willRetry ? ", downloading it again" : ""}`);
-      else if (e.type === "lock-wait")
+      else if (e.type === "source-set-aside" && (e.for !== "request" || !setAside.has(e.endpoint))) {
+        setAside.add(e.endpoint);
+        const what =
+          e.for === "run" ? "dropped for this run" : e.for === "a while" ? "down for a while" : "set aside";
+        write(`hfget: ${e.endpoint} ${what} (${e.path}: ${e.reason})`);
+      } else if (e.type === "lock-wait")
         write(`hfget: waiting for ${e.path}: another process holds its lock ${e.lock}`);
       else if (e.type === "retry" && e.delayMs >= 1000 && now() - lastWait >= every) {
         // Waits are said (a run that gets 429s for minutes must not look hung), at most once per

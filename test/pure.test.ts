@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { blobLinkTarget, cachePaths, localDirPaths } from "../src/cache/paths.js";
 import { HfgetError, redact } from "../src/errors.js";
-import { parseContentRange, rangeHeader } from "../src/fetch/content-range.js";
 import { makeFilter } from "../src/glob.js";
 import { keepEndpoint, nextLink } from "../src/hub/list-files.js";
 import { checkRepoPath } from "../src/hub/paths.js";
+import { parseContentRange, rangeHeader } from "../src/util/content-range.js";
 import { RangeSet, splitRanges } from "../src/util/range-set.js";
 import {
   backoffDelay,

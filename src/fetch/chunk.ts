@@ -2,7 +2,7 @@ import type { FileHandle } from "node:fs/promises";
 import { HfgetError } from "../errors.js";
 import { errorFromResponse } from "../hub/errors.js";
 import { type HttpClient, type HttpResponse, header, showUrl } from "../hub/http.js";
-import { parseContentRange, rangeHeader } from "./content-range.js";
+import { parseContentRange, rangeHeader } from "../util/content-range.js";
 
 /** A byte range of one file being fetched by one worker. `end` may shrink when another worker steals the tail. */
 export interface ChunkTask {
@@ -53,6 +53,14 @@ export type ChunkOutcome =
 
 export interface ChunkRequest {
   readonly http: HttpClient;
+  /** Origin of the endpoint the request belongs to: a 403 from another origin is an expired CDN URL. */
+  readonly endpointOrigin: string;
+  /**
+   * With several sources: the origins of every listed endpoint. A redirect to another origin's
+   * `/resolve/` URL (hf-mirror's 308 to huggingface.co) then means "this mirror does not have it",
+   * unless that origin is listed. Undefined with one source: such redirects are followed.
+   */
+  readonly listedOrigins?: ReadonlySet<string> | undefined;
   /** The CDN URL once resolved, else the hub's resolve URL (redirects are followed). */
   readonly url: string;
   readonly size: number;
@@ -75,6 +83,17 @@ export interface ChunkRequest {
 export class ExpiredUrlError extends HfgetError {
   constructor(what: string) {
     super("NETWORK", `${what}: the download URL was refused (403), resolving it again`, { retryable: true });
+  }
+}
+
+/** A mirror redirected the request to another hub that is not listed: it does not have the file. */
+export class ElsewhereError extends HfgetError {
+  constructor(what: string, from: URL, to: URL, status: number) {
+    super(
+      "ENTRY_NOT_FOUND",
+      `${what}: ${from.origin} does not have it (${status} to ${to.origin}, which is not a listed endpoint)`,
+      { retryable: false, status },
+    );
   }
 }
 
@@ -143,9 +162,8 @@ async function checkStatus(
     }
     return "whole";
   }
-  const endpointOrigin = req.http.endpointOrigin;
   const origin = new URL(res.url).origin;
-  if (res.status === 403 && origin !== endpointOrigin) {
+  if (res.status === 403 && origin !== req.endpointOrigin) {
     res.body.destroy();
     throw new ExpiredUrlError(req.what);
   }
@@ -163,7 +181,7 @@ async function checkStatus(
     what: req.what,
     repo: repoOfResolveUrl(req.url),
     notFound: "ENTRY_NOT_FOUND",
-    tokenSent: origin === endpointOrigin && req.http.hasToken,
+    tokenSent: origin === req.http.endpointOrigin && req.http.hasToken,
     redact: (s) => req.http.redact(s),
   });
 }
@@ -215,7 +233,21 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
   const { task } = req;
   const asked = req.wholeFile ? undefined : { start: task.pos, end: task.end };
   const headers: Record<string, string> = asked ? { range: rangeHeader(asked.start, asked.end) } : {};
-  const res = await req.http.request(req.url, { headers, signal: req.signal, followRedirects: true });
+  const listed = req.listedOrigins;
+  const checkRedirect =
+    listed === undefined
+      ? undefined
+      : (from: URL, to: URL, status: number) => {
+          if (to.origin !== from.origin && to.pathname.includes("/resolve/") && !listed.has(to.origin)) {
+            throw new ElsewhereError(req.what, from, to, status);
+          }
+        };
+  const res = await req.http.request(req.url, {
+    headers,
+    signal: req.signal,
+    followRedirects: true,
+    ...(checkRedirect ? { checkRedirect } : {}),
+  });
   const kind = await checkStatus(req, res, asked);
   if (kind === "whole" && asked) {
     res.body.destroy();

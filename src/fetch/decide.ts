@@ -23,10 +23,11 @@ export type Decision =
   /** The source's URL expired: drop it and ask the hub's resolve URL again, at once. */
   | { readonly kind: "resolve-again" }
   /**
-   * This source cannot serve it now; another may. With one source (today) the engine treats it as
-   * "retry". Reserved for the source pool (several endpoints, issue 9).
+   * This source cannot serve it now; another may: set it aside for this chunk and ask the source
+   * pool for another, at once, without spending the chunk's budget. `waitMs`: how long the source
+   * itself asked to be left alone (Retry-After), for the pool.
    */
-  | { readonly kind: "other-source"; readonly delayMs: number }
+  | { readonly kind: "other-source"; readonly waitMs: number }
   /** Fail the file (or the run) with this error. */
   | { readonly kind: "give-up"; readonly error: HfgetError };
 
@@ -36,6 +37,11 @@ export interface Decided {
 }
 
 /**
+ * `otherSources`: how many other sources could still be asked for this chunk. When some are left,
+ * a failure that is the source's own (it is down, overloaded, lagging, or has not got the file)
+ * moves the chunk to another one and costs nothing; the budget counts only rounds in which every
+ * source failed.
+ *
  * `progressed`: bytes of the file written by the failed attempt. An attempt that moved the file
  * forward is not a failure: the budget (`policy.retries`) counts attempts in a row that brought
  * nothing (refused, reset before a byte, stalled until the body timeout), so a link that drops every
@@ -47,6 +53,7 @@ export function decide(
   state: AttemptState,
   policy: RetryPolicy,
   random: () => number = Math.random,
+  otherSources = 0,
 ): Decided {
   // A stall (body or headers timeout) counts even after some bytes: a server that sends a little
   // and then stalls every time must fail within the budget, not trickle forever.
@@ -59,6 +66,9 @@ export function decide(
   // Only HfgetErrors reach here: the I/O boundary (chunk.ts, http.ts) normalizes errno and socket
   // errors. Anything else is a bug and must not be retried or disguised.
   if (!isHfgetError(err)) throw err;
+  if (otherSources > 0 && !moved && sourceLevel(err)) {
+    return { decision: { kind: "other-source", waitMs: err.retryAfterMs ?? 0 }, next: base };
+  }
   if (!err.retryable) return { decision: { kind: "give-up", error: err }, next: base };
   if (moved) {
     // Bytes flowed: reconnect at once, no backoff and no retry slot.
@@ -85,4 +95,25 @@ export function isStall(err: unknown): boolean {
   const code: unknown =
     typeof cause === "object" && cause !== null ? (cause as { code?: unknown }).code : undefined;
   return typeof code === "string" && /TIMEOUT/.test(code);
+}
+
+/**
+ * A failure that says something about this source, not about the file or the run: another endpoint
+ * may well answer. Disk errors, content changes and bugs never are.
+ */
+export function sourceLevel(err: HfgetError): boolean {
+  switch (err.code) {
+    case "NETWORK":
+    case "SERVER_ERROR":
+    case "RATE_LIMITED":
+    case "PROTOCOL":
+    case "ENTRY_NOT_FOUND":
+    case "REVISION_NOT_FOUND":
+    case "REPO_NOT_FOUND":
+    case "UNAUTHORIZED":
+    case "GATED":
+      return true;
+    default:
+      return false;
+  }
 }

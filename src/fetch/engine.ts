@@ -2,30 +2,26 @@ import { setMaxListeners } from "node:events";
 import { constants } from "node:fs";
 import { type FileHandle, statfs } from "node:fs/promises";
 import { dirname } from "node:path";
-import { discardIncomplete, openNoFollow, type Placement } from "../cache/commit.js";
-import { type Release, tryLock } from "../cache/lock.js";
+import { openNoFollow } from "../cache/commit.js";
+import { tryLock } from "../cache/lock.js";
 import type { EngineOptions } from "../config.js";
 import { HfgetError, isHfgetError } from "../errors.js";
 import type { EventSink, FileStatus } from "../events.js";
 import type { HttpClient } from "../hub/http.js";
-import { expectedHash, type RepoFile } from "../hub/types.js";
+import { expectedHash } from "../hub/types.js";
 import { loadState, removeState, StateWriter } from "../state.js";
 import { atPath } from "../util/io-error.js";
-import { RangeSet, splitRanges } from "../util/range-set.js";
+import { type ByteRange, RangeSet, splitRanges } from "../util/range-set.js";
 import type { RetryPolicy, Sleep } from "../util/retry.js";
 import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
 import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
+import { FileJob, type FileWork, STATE_MIN_BYTES } from "./job.js";
+import { Scheduler } from "./scheduler.js";
+import { type FileSource, SourcePool } from "./sources.js";
 
-/** One file to fetch: what it is, where it comes from, where it goes. */
-export interface FileWork {
-  readonly file: RepoFile;
-  /** The hub's resolve URL (at the commit). */
-  readonly resolveUrl: string;
-  readonly placement: Placement;
-  /** Re-download even if present. */
-  readonly force: boolean;
-}
+export type { FileWork } from "./job.js";
+export type { FileSource } from "./sources.js";
 
 export interface EngineContext {
   readonly http: HttpClient;
@@ -35,6 +31,8 @@ export interface EngineContext {
   readonly emit: EventSink;
   readonly sleep: Sleep;
   readonly random?: () => number;
+  /** What the run knows of its endpoints; one per run (a new one when absent). */
+  readonly pool?: SourcePool;
 }
 
 export interface FileOutcome {
@@ -42,102 +40,62 @@ export interface FileOutcome {
   readonly error?: HfgetError | undefined;
 }
 
-/** A running chunk is split when at least twice this much is left and a worker is idle. */
-const STEAL_MIN = 1024 * 1024;
 const LOCK_RETRY_MS = 500;
-/**
- * Smaller files keep no resume state: an interrupted one costs at most this much again, while a
- * state file (read, written, removed) would cost a dataset of 3000 small files ~10k syscalls.
- */
-const STATE_MIN_BYTES = 1024 * 1024;
 
-type Phase = "queued" | "opening" | "probing" | "fetching" | "finishing" | "done";
-
-class Job {
-  phase: Phase = "queued";
-  notBefore = 0;
-  fh: FileHandle | undefined;
-  written = new RangeSet();
-  pump: HashPump | undefined;
-  state: StateWriter | undefined;
-  release: Release | undefined;
-  pending: ChunkTask[] = [];
-  running = new Set<ChunkTask>();
-  /** The CDN URL, once a response told us where the bytes are. */
-  url: string | undefined;
-  etag: string | undefined;
-  /** The server ignores Range: one stream for the whole file. */
-  whole = false;
-  /** Bumped whenever in-flight requests of this file must be dropped (restart, whole-file switch). */
-  generation = 0;
-  controller: AbortController;
-  verifyFailures = 0;
-
-  constructor(
-    readonly work: FileWork,
-    readonly runSignal: AbortSignal,
-  ) {
-    this.controller = this.#linkedController();
+/** `a` less everything in `b`. */
+function subtract(a: readonly ByteRange[], b: RangeSet, size: number): RangeSet {
+  const out = new RangeSet();
+  const keep = b.gaps(size);
+  for (const [s, e] of a) {
+    for (const [ks, ke] of keep) {
+      const lo = Math.max(s, ks);
+      const hi = Math.min(e, ke);
+      if (lo < hi) out.add(lo, hi);
+    }
   }
-
-  /** A controller for this file's requests that also aborts with the run. */
-  #linkedController(): AbortController {
-    const c = new AbortController();
-    // Every chunk request and retry sleep of the file listens on it: more than Node's default 10.
-    setMaxListeners(0, c.signal);
-    const onRunAbort = () => c.abort(this.runSignal.reason);
-    if (this.runSignal.aborted) onRunAbort();
-    else this.runSignal.addEventListener("abort", onRunAbort, { once: true, signal: c.signal });
-    return c;
-  }
-
-  get path(): string {
-    return this.work.file.path;
-  }
-  get size(): number {
-    return this.work.file.size;
-  }
-  get complete(): boolean {
-    return this.pending.length === 0 && this.running.size === 0 && this.written.total >= this.size;
-  }
-  /** Drop all requests in flight for this file and start a new generation. */
-  newGeneration(): void {
-    this.generation++;
-    this.controller.abort(new Error("superseded"));
-    this.controller = this.#linkedController();
-  }
+  return out;
 }
 
-type Pick = { run: () => Promise<void> } | "wait" | "exit";
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
 
 /**
- * A pool of `connections` workers sharing every file of the run. A worker takes, in order: a
- * pending chunk of a file already in flight; a new file (up to `maxFiles` in flight); half of the
- * largest running chunk (so the tail of a big file never waits on one slow connection).
+ * Runs the files of one download: a scheduler (src/fetch/scheduler.ts) hands chunks to workers,
+ * each file is a FileJob (src/fetch/job.ts) moving through its phases, every failed request goes
+ * through the pure decision of src/fetch/decide.ts, and the source pool (src/fetch/sources.ts)
+ * says which endpoint serves each request.
  */
 export class Engine {
   readonly #ctx: EngineContext;
-  readonly #queue: Job[];
-  readonly #active: Job[] = [];
+  readonly #pool: SourcePool;
+  readonly #sched: Scheduler;
   readonly #outcomes = new Map<string, FileOutcome>();
   readonly #runController = new AbortController();
   /** The first run-wide failure: an HfgetError, or a bug (anything else), rethrown as is. */
   #fatal: unknown;
   #hasFatal = false;
-  #retrying = 0;
-  #waiters: (() => void)[] = [];
+  readonly #onCallerAbort: () => void;
 
   constructor(ctx: EngineContext, works: readonly FileWork[]) {
     this.#ctx = ctx;
+    this.#pool = ctx.pool ?? new SourcePool();
     setMaxListeners(0, this.#runController.signal);
-    this.#queue = works.map((w) => new Job(w, this.#runController.signal));
+    for (const w of works) {
+      if (w.sources.length === 0) throw new Error(`internal: ${w.file.path} has no source`);
+    }
+    const jobs = works.map((w) => new FileJob(w, this.#runController.signal));
+    this.#sched = new Scheduler(
+      { connections: ctx.options.connections, maxFiles: ctx.options.maxFiles },
+      jobs,
+      this.#runController.signal,
+      { open: (job) => this.#openJob(job), chunk: (job, task) => this.#runChunk(job, task) },
+    );
     const onAbort = () => this.#runController.abort(ctx.signal.reason);
     this.#onCallerAbort = onAbort;
     if (ctx.signal.aborted) onAbort();
     else ctx.signal.addEventListener("abort", onAbort, { once: true });
   }
-
-  readonly #onCallerAbort: () => void;
 
   get #signal(): AbortSignal {
     return this.#runController.signal;
@@ -145,11 +103,11 @@ export class Engine {
 
   /** Runs every file; resolves with each file's outcome. Throws only for run-wide failures. */
   async run(): Promise<Map<string, FileOutcome>> {
-    const workers = Array.from({ length: this.#ctx.options.connections }, () => this.#worker());
     try {
-      await Promise.all(workers);
+      await this.#sched.run();
     } finally {
-      await Promise.all(this.#active.map((j) => this.#park(j)));
+      // Interrupted or stopped by a run-wide failure: what is in flight keeps its resume state.
+      await Promise.all(this.#sched.active.map((j) => j.teardown("keep")));
       // The caller's signal may outlive this run (one signal for many downloads).
       this.#ctx.signal.removeEventListener("abort", this.#onCallerAbort);
     }
@@ -160,114 +118,11 @@ export class Engine {
     return this.#outcomes;
   }
 
-  #notify(): void {
-    const w = this.#waiters;
-    this.#waiters = [];
-    for (const f of w) f();
-  }
-
-  #changed(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.#waiters.push(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
-  }
-
-  async #worker(): Promise<void> {
-    for (let idle = 0; ; ) {
-      if (this.#signal.aborted) return;
-      const pick = this.#pick();
-      if (pick === "exit") return;
-      if (pick === "wait") {
-        await this.#changed(idle++ < 4 ? 50 : 250);
-        continue;
-      }
-      idle = 0;
-      await pick.run();
-    }
-  }
-
-  #pick(): Pick {
-    for (const job of this.#active) {
-      if (job.phase === "fetching" && !job.whole && job.pending.length > 0) {
-        const task = job.pending.shift()!;
-        return { run: () => this.#runChunk(job, task) };
-      }
-    }
-    const now = Date.now();
-    if (this.#active.length < this.#ctx.options.maxFiles) {
-      const i = this.#queue.findIndex((j) => j.notBefore <= now);
-      if (i >= 0) {
-        const job = this.#queue.splice(i, 1)[0]!;
-        job.phase = "opening";
-        this.#active.push(job);
-        return { run: () => this.#openJob(job) };
-      }
-    }
-    const steal = this.#stealable();
-    if (steal) return { run: () => this.#runChunk(steal.job, steal.task) };
-    if (this.#queue.length === 0 && this.#active.length === 0) return "exit";
-    return "wait";
-  }
-
-  #stealable(): { job: Job; task: ChunkTask } | undefined {
-    let best: { job: Job; victim: ChunkTask } | undefined;
-    let bestLeft = 2 * STEAL_MIN;
-    for (const job of this.#active) {
-      if (job.phase !== "fetching" || job.whole || job.url === undefined) continue;
-      for (const t of job.running) {
-        const left = t.end - t.received;
-        if (left >= bestLeft) {
-          bestLeft = left;
-          best = { job, victim: t };
-        }
-      }
-    }
-    if (!best) return undefined;
-    const { victim } = best;
-    // Split at what the victim has received (buffered or written): it never takes a byte past its
-    // new end, so the halves never overlap.
-    const mid = victim.received + Math.floor((victim.end - victim.received) / 2);
-    const task = chunkTask(mid, victim.end);
-    victim.end = mid;
-    return { job: best.job, task };
-  }
-
-  #finishJob(job: Job, outcome: FileOutcome): void {
-    job.phase = "done";
-    const i = this.#active.indexOf(job);
-    if (i >= 0) this.#active.splice(i, 1);
+  #finishJob(job: FileJob, outcome: FileOutcome): void {
+    if (job.phase !== "done") job.to("done");
     this.#outcomes.set(job.path, outcome);
+    this.#sched.remove(job);
     this.#ctx.emit({ type: "file-done", path: job.path, size: job.size, status: outcome.status });
-    this.#notify();
-  }
-
-  /** Closes a file's handles, keeping its resume state (interrupt or failure). */
-  async #park(job: Job): Promise<void> {
-    job.controller.abort(new Error("stopped"));
-    await job.state?.flush();
-    await job.state?.close();
-    job.state = undefined;
-    await job.fh?.close().catch(() => undefined);
-    job.fh = undefined;
-    await job.release?.();
-    job.release = undefined;
-  }
-
-  /** Waits for one of the retry slots; false when the chunk was superseded meanwhile. */
-  async #acquireRetrySlot(superseded: () => boolean): Promise<boolean> {
-    const cap = Math.max(2, Math.ceil(this.#ctx.options.connections / 2));
-    for (;;) {
-      if (superseded()) return false;
-      if (this.#retrying < cap) {
-        this.#retrying++;
-        return true;
-      }
-      await this.#changed(100);
-    }
   }
 
   #runFatal(err: unknown): void {
@@ -276,46 +131,33 @@ export class Engine {
       this.#fatal = err;
     }
     this.#runController.abort(err);
-    this.#notify();
+    this.#sched.notify();
   }
 
-  async #failJob(job: Job, err: unknown): Promise<void> {
+  async #failJob(job: FileJob, err: unknown): Promise<void> {
+    if (job.phase === "done") return;
     // Stop handing out this file's chunks now: other workers must not pick them (and retry) while
     // the teardown below awaits.
     job.pending = [];
-    job.phase = "done";
+    job.to("done");
+    job.generation++;
     if (!isHfgetError(err)) {
       // Errno and socket errors were made HfgetErrors at the I/O boundary: this is a bug. Stop the
       // run and let it surface as "internal error" (exit 1), never disguised as disk or network.
-      job.generation++;
-      await this.#park(job).catch(() => undefined);
+      await job.teardown("keep").catch(() => undefined);
       this.#finishJob(job, { status: "failed" });
       this.#runFatal(err);
       return;
     }
-    const e = err;
     // A file that is missing or fails verification is that file's problem; anything else
     // (network gave up, disk full, auth) will hit every other file too: stop the run.
-    const perFile = e.code === "VERIFY_FAILED" || e.code === "ENTRY_NOT_FOUND";
-    job.generation++;
-    if (e.code === "VERIFY_FAILED") {
-      job.controller.abort(e);
-      await job.state?.close();
-      job.state = undefined;
-      await job.fh?.close().catch(() => undefined);
-      job.fh = undefined;
-      // Best effort: the file fails either way, and the next run truncates what is left.
-      await discardIncomplete(job.work.placement).catch(() => undefined);
-      await job.release?.();
-      job.release = undefined;
-    } else {
-      await this.#park(job);
-    }
-    this.#finishJob(job, { status: "failed", error: e });
-    if (!perFile) this.#runFatal(e);
+    const perFile = err.code === "VERIFY_FAILED" || err.code === "ENTRY_NOT_FOUND";
+    await job.teardown(err.code === "VERIFY_FAILED" ? "discard" : "keep");
+    this.#finishJob(job, { status: "failed", error: err });
+    if (!perFile) this.#runFatal(err);
   }
 
-  async #openJob(job: Job): Promise<void> {
+  async #openJob(job: FileJob): Promise<void> {
     try {
       // The caller's plan (src/plan) already skipped files that were present; "present?" is asked
       // again only under the lock, where the answer cannot change.
@@ -324,20 +166,14 @@ export class Engine {
       if (release === undefined) {
         // Another process is fetching this blob: come back later (it may be done by then).
         if (job.notBefore === 0) this.#ctx.emit({ type: "lock-wait", path: job.path, lock: placement.lock });
-        job.phase = "queued";
-        job.notBefore = Date.now() + LOCK_RETRY_MS;
-        this.#active.splice(this.#active.indexOf(job), 1);
-        this.#queue.push(job);
-        this.#notify();
+        this.#sched.requeue(job, Date.now() + LOCK_RETRY_MS);
         return;
       }
       job.release = release;
       // Another process may have committed the file since the plan's survey (or while we waited for
       // its lock): re-checked under the lock, and our own partial file and state are then stale.
       if (!job.work.force && (await placement.isPresent())) {
-        await discardIncomplete(placement).catch(() => undefined);
-        await release();
-        job.release = undefined;
+        await job.teardown("discard");
         this.#finishJob(job, { status: "cached" });
         return;
       }
@@ -350,7 +186,7 @@ export class Engine {
   }
 
   /** Opens the `.incomplete` file, resuming from saved state when it matches. */
-  async #openFile(job: Job): Promise<void> {
+  async #openFile(job: FileJob): Promise<void> {
     const { placement, file } = job.work;
     await placement.prepare();
     const expected = expectedHash(file);
@@ -396,7 +232,7 @@ export class Engine {
   }
 
   /** The in-order hashed prefix of a file, as an event (hfget serve streams a blob still in flight). */
-  #prefixSink(job: Job): (bytes: number) => void {
+  #prefixSink(job: FileJob): (bytes: number) => void {
     return (bytes) => this.#ctx.emit({ type: "prefix", path: job.path, bytes });
   }
 
@@ -415,28 +251,60 @@ export class Engine {
     }
   }
 
-  /** Plans the file's remaining ranges and fetches the first one through the hub's resolve URL. */
-  async #start(job: Job): Promise<void> {
+  /** Plans the file's remaining ranges and fetches the first one (it finds where the bytes are). */
+  async #start(job: FileJob): Promise<void> {
     const gaps = job.written.gaps(job.size);
     if (gaps.length === 0) {
-      job.phase = "finishing";
+      job.to("finishing");
       await this.#finish(job);
       return;
     }
     const pieces = splitRanges(gaps, this.#ctx.options.chunkSize).map(([s, e]) => chunkTask(s, e));
     const first = pieces.shift()!;
     job.pending = pieces;
-    job.phase = "probing";
+    job.to("probing");
     // The first request resolves the redirect; the rest of the file waits for its answer.
     await this.#runChunk(job, first);
   }
 
-  async #runChunk(job: Job, task: ChunkTask): Promise<void> {
+  /** Sources this file may still ask, less `aside`. */
+  #open(job: FileJob, aside: ReadonlySet<string>): FileSource[] {
+    return job.work.sources.filter(
+      (s) =>
+        !aside.has(s.endpoint) &&
+        !job.lacking.has(s.endpoint) &&
+        s.endpoint !== job.suspect &&
+        this.#pool.usable(s.endpoint),
+    );
+  }
+
+  /** The error when no source can serve a file: what each endpoint answered. */
+  #noSource(job: FileJob, last: HfgetError, answers: ReadonlyMap<string, string>): HfgetError {
+    if (job.work.sources.length < 2 || answers.size < 2) return last;
+    const strip = (m: string) => (m.startsWith(`${job.path}: `) ? m.slice(job.path.length + 2) : m);
+    const said = [...answers].map(([e, m]) => `${e}: ${strip(m)}`).join("; ");
+    return new HfgetError(last.code, `${job.path}: no endpoint could serve it (${said})`, {
+      hint: last.hint,
+      cause: last,
+    });
+  }
+
+  async #runChunk(job: FileJob, task: ChunkTask): Promise<void> {
     const generation = job.generation;
     job.running.add(task);
     const file = job.work.file;
     const what = file.path;
+    const multi = job.work.sources.length > 1;
+    const listedOrigins = multi
+      ? new Set(job.work.sources.map((s) => new URL(s.endpoint).origin))
+      : undefined;
+    const small = job.size <= this.#ctx.options.chunkSize;
     let attempts: AttemptState = FRESH_ATTEMPTS;
+    /** Endpoints set aside for this chunk in this round; cleared after a round where all failed. */
+    const aside = new Set<string>();
+    /** What each endpoint last answered for this chunk. */
+    const answers = new Map<string, string>();
+    let last: HfgetError | undefined;
     const superseded = () => this.#signal.aborted || job.generation !== generation || job.phase === "done";
     for (;;) {
       if (superseded()) return;
@@ -445,14 +313,33 @@ export class Engine {
         task.pos = 0;
         task.received = 0;
       }
+      let source = this.#pool.pick(this.#open(job, aside), new Set(), small);
+      if (source === undefined && aside.size > 0) {
+        aside.clear();
+        source = this.#pool.pick(this.#open(job, aside), new Set(), small);
+      }
+      if (source === undefined) {
+        job.running.delete(task);
+        const e =
+          last ??
+          new HfgetError("ENTRY_NOT_FOUND", `${what}: no listed endpoint can serve it`, { retryable: false });
+        await this.#failJob(job, this.#noSource(job, e, answers));
+        return;
+      }
+      const endpoint = source.endpoint;
       const before = task.pos;
-      const usedUrl = job.url;
+      const usedUrl = job.urls.get(endpoint);
+      const sent = Date.now();
+      let answered = sent;
+      this.#pool.started(endpoint);
       try {
-        const viaResolve = job.url === undefined;
+        const viaResolve = usedUrl === undefined;
         const wholeFile = job.whole || (viaResolve && task.pos === 0 && task.end === job.size);
         const outcome = await fetchChunk({
           http: this.#ctx.http,
-          url: job.url ?? job.work.resolveUrl,
+          endpointOrigin: new URL(endpoint).origin,
+          listedOrigins,
+          url: usedUrl ?? source.url,
           size: job.size,
           task,
           fh: job.fh!,
@@ -460,29 +347,37 @@ export class Engine {
           signal: job.controller.signal,
           what,
           filePath: job.work.placement.incomplete,
-          expectEtag: job.etag,
+          // One endpoint's ETag must not change; mirrors' ETags may differ from each other.
+          expectEtag: multi ? job.etags.get(endpoint) : job.etag,
           // The first answer tells where the bytes are: the other connections can start now,
           // not when this whole chunk is done.
           onResponse: (url, etag) => {
+            answered = Date.now();
+            this.#pool.answered(endpoint, answered - sent);
             if (job.generation !== generation || job.whole) return;
-            if (job.url === undefined) job.url = url;
+            if (!job.urls.has(endpoint)) job.urls.set(endpoint, url);
+            if (etag !== undefined && !job.etags.has(endpoint)) job.etags.set(endpoint, etag);
             if (job.etag === undefined && etag !== undefined) {
               job.etag = etag;
               void job.state?.flush();
             }
             if (job.phase === "probing") {
-              job.phase = "fetching";
-              this.#notify();
+              job.to("fetching");
+              this.#sched.notify();
             }
           },
           onWritten: (offset, buf) => {
             if (job.generation !== generation) return;
             job.written.add(offset, offset + buf.length);
+            job.wrote(endpoint, offset, offset + buf.length);
+            this.#pool.received(endpoint, buf.length);
             job.pump?.onWritten(offset, buf);
             job.state?.touch(buf.length);
             this.#ctx.emit({ type: "bytes", path: what, bytes: buf.length });
           },
         });
+        this.#pool.ended(endpoint);
+        this.#pool.succeeded(endpoint, task.pos - before, Date.now() - answered);
         if (superseded()) return;
         if (outcome.kind === "range-ignored") {
           await this.#switchToWhole(job);
@@ -490,14 +385,16 @@ export class Engine {
         }
         break;
       } catch (err) {
+        this.#pool.ended(endpoint);
         if (superseded()) return;
         if (err instanceof ContentChangedError) {
           await this.#restart(job, err);
           return;
         }
+        const others = this.#open(job, aside).filter((s) => s.endpoint !== endpoint).length;
         let d: Decided;
         try {
-          d = decide(err, task.pos - before, attempts, this.#ctx.retry, this.#ctx.random);
+          d = decide(err, task.pos - before, attempts, this.#ctx.retry, this.#ctx.random, others);
         } catch (bug) {
           job.running.delete(task);
           await this.#failJob(job, bug);
@@ -505,33 +402,49 @@ export class Engine {
         }
         attempts = d.next;
         const decision = d.decision;
-        if (decision.kind === "resolve-again") {
-          // Every chunk of the file sees the 403 at once; only the URL they used is dropped.
-          if (job.url === usedUrl) job.url = undefined;
+        const reason = messageOf(err);
+        if (isHfgetError(err)) last = err;
+        answers.set(endpoint, reason);
+        if (decision.kind === "other-source") {
+          // Not this endpoint, for this chunk (for this file when it said it has not got it).
+          if (isHfgetError(err) && !err.retryable) job.lacking.set(endpoint, reason);
+          else aside.add(endpoint);
+          if (err instanceof ExpiredUrlError && job.urls.get(endpoint) === usedUrl) job.urls.delete(endpoint);
+          const down = this.#pool.failed(endpoint, decision.waitMs);
+          this.#ctx.emit({
+            type: "source-set-aside",
+            path: what,
+            endpoint,
+            for: down ? "a while" : "request",
+            reason,
+          });
           continue;
         }
-        if (err instanceof ExpiredUrlError && job.url === usedUrl) job.url = undefined;
+        if (decision.kind === "resolve-again") {
+          // Every chunk of the file sees the 403 at once; only the URL they used is dropped.
+          if (job.urls.get(endpoint) === usedUrl) job.urls.delete(endpoint);
+          continue;
+        }
+        if (err instanceof ExpiredUrlError && job.urls.get(endpoint) === usedUrl) job.urls.delete(endpoint);
         if (decision.kind === "give-up") {
           job.running.delete(task);
-          await this.#failJob(job, decision.error);
+          await this.#failJob(job, this.#noSource(job, decision.error, answers));
           return;
         }
+        if (multi && task.pos === before) this.#pool.failed(endpoint);
         const delayMs = decision.delayMs;
+        // A new round: every endpoint may be asked again.
+        aside.clear();
         if (delayMs === 0) continue;
-        const capped = decision.kind === "retry" && decision.capped;
-        if (capped && !(await this.#acquireRetrySlot(superseded))) return;
-        const attempt = decision.kind === "retry" ? decision.attempt : attempts.failures;
-        const reason = err instanceof Error ? err.message : String(err);
-        this.#ctx.emit({ type: "retry", path: what, attempt, delayMs, reason });
+        const capped = decision.capped;
+        if (capped && !(await this.#sched.acquireRetrySlot(superseded))) return;
+        this.#ctx.emit({ type: "retry", path: what, attempt: decision.attempt, delayMs, reason });
         try {
           await this.#ctx.sleep(delayMs, job.controller.signal);
         } catch {
           return;
         } finally {
-          if (capped) {
-            this.#retrying--;
-            this.#notify();
-          }
+          if (capped) this.#sched.releaseRetrySlot();
         }
       }
     }
@@ -539,18 +452,19 @@ export class Engine {
     // A finished chunk is saved now, not within the second: kill -9 loses only chunks in flight.
     void job.state?.flush();
     if (job.complete && job.phase === "fetching") {
-      job.phase = "finishing";
+      job.to("finishing");
       await this.#finish(job);
     }
   }
 
   /** The server answered 200 to a Range request: drop the chunks, fetch the file as one stream. */
-  async #switchToWhole(job: Job): Promise<void> {
+  async #switchToWhole(job: FileJob): Promise<void> {
     job.newGeneration();
     job.whole = true;
     job.pending = [];
     job.running.clear();
     job.written = new RangeSet();
+    job.rangesBy.clear();
     job.pump = new HashPump(
       job.fh!,
       job.size,
@@ -558,12 +472,12 @@ export class Engine {
       job.written,
       this.#prefixSink(job),
     );
-    job.phase = "fetching";
+    job.to("fetching");
     await this.#runChunk(job, chunkTask(0, job.size));
   }
 
   /** Throws the bytes away and fetches the file again, once; a second failure fails the file. */
-  async #restart(job: Job, err: HfgetError): Promise<void> {
+  async #restart(job: FileJob, err: HfgetError): Promise<void> {
     job.verifyFailures++;
     this.#ctx.emit({ type: "verify-failed", path: job.path, willRetry: job.verifyFailures < 2 });
     if (job.verifyFailures >= 2) {
@@ -573,15 +487,15 @@ export class Engine {
     job.newGeneration();
     job.pending = [];
     job.running.clear();
-    await job.state?.close();
-    job.state = undefined;
-    await job.fh?.close().catch(() => undefined);
-    job.fh = undefined;
-    job.url = undefined;
+    job.urls.clear();
+    job.etags.clear();
+    job.rangesBy.clear();
+    job.suspect = undefined;
+    job.cleared.clear();
     job.etag = undefined;
     job.whole = false;
     try {
-      await atPath(job.work.placement.incomplete, () => discardIncomplete(job.work.placement));
+      await job.closeFiles("discard");
       await atPath(job.work.placement.incomplete, () => this.#openFile(job));
     } catch (e) {
       await this.#failJob(job, e);
@@ -590,7 +504,37 @@ export class Engine {
     await this.#start(job);
   }
 
-  async #finish(job: Job): Promise<void> {
+  /**
+   * The hash failed and other endpoints could serve this file: fetch one contributing endpoint's
+   * ranges again from the others. If the hash is then right, that endpoint sent the bad bytes. Returns
+   * false when no endpoint is left to suspect.
+   */
+  async #suspectNext(job: FileJob): Promise<boolean> {
+    if (job.suspect !== undefined) job.cleared.add(job.suspect);
+    const contributors = [...job.rangesBy.keys()];
+    const next = contributors.find((e) => !job.cleared.has(e) && e !== job.suspect);
+    const others = job.work.sources.filter((s) => s.endpoint !== next && this.#pool.usable(s.endpoint));
+    if (next === undefined || others.length === 0) return false;
+    const theirs = job.rangesBy.get(next)!;
+    this.#ctx.emit({ type: "verify-failed", path: job.path, willRetry: true });
+    job.newGeneration();
+    job.pending = [];
+    job.running.clear();
+    job.suspect = next;
+    job.written = subtract(job.written.toJSON(), theirs, job.size);
+    job.rangesBy.delete(next);
+    job.pump = new HashPump(
+      job.fh!,
+      job.size,
+      expectedHash(job.work.file),
+      job.written,
+      this.#prefixSink(job),
+    );
+    await this.#start(job);
+    return true;
+  }
+
+  async #finish(job: FileJob): Promise<void> {
     const generation = job.generation;
     const { file, placement } = job.work;
     const expected = expectedHash(file);
@@ -606,6 +550,7 @@ export class Engine {
     }
     if (job.generation !== generation) return;
     if (digest !== expected.hex) {
+      if (!job.whole && (await this.#suspectNext(job))) return;
       const algo = expected.algorithm === "sha256" ? "SHA-256" : "git SHA-1";
       await this.#restart(
         job,
@@ -619,20 +564,18 @@ export class Engine {
       );
       return;
     }
+    if (job.suspect !== undefined) {
+      // Its ranges, fetched from the others, made the hash right: it sent the bad bytes.
+      const reason = `sent bytes of ${file.path} that failed its hash`;
+      this.#pool.drop(job.suspect, reason);
+      this.#ctx.emit({ type: "source-set-aside", path: job.path, endpoint: job.suspect, for: "run", reason });
+      job.suspect = undefined;
+    }
     try {
-      await job.state?.close();
-      job.state = undefined;
-      await atPath(placement.incomplete, async () => job.fh?.close());
-      job.fh = undefined;
-      await atPath(placement.incomplete, () => placement.commit());
-      if (job.work.file.size >= STATE_MIN_BYTES)
-        await atPath(placement.state, () => removeState(placement.state));
+      await job.teardown("commit");
     } catch (err) {
       await this.#failJob(job, err);
       return;
-    } finally {
-      await job.release?.();
-      job.release = undefined;
     }
     this.#finishJob(job, { status: "downloaded" });
   }

@@ -72,6 +72,8 @@ export interface RequestInit {
   readonly signal?: AbortSignal | undefined;
   /** Follow redirects (by hand: auth dropped on origin change, loops and odd schemes refused). Default true. */
   readonly followRedirects?: boolean;
+  /** Called before a redirect is followed; throws to refuse it (a mirror sending us elsewhere). */
+  readonly checkRedirect?: (from: URL, to: URL, status: number) => void;
 }
 
 export interface HttpClientOptions {
@@ -160,6 +162,7 @@ export class HttpClient {
           `more than ${MAX_REDIRECTS} redirects from ${this.#show(new URL(url))}`,
         );
       }
+      init.checkRedirect?.(current, next, res.status);
       current = next;
     }
   }

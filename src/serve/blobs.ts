@@ -121,7 +121,7 @@ export class BlobStore {
           }
         },
       },
-      [{ file, resolveUrl, placement, force: false }],
+      [{ file, sources: [{ endpoint: this.#opts.http.endpoint, url: resolveUrl }], placement, force: false }],
     );
     void engine
       .run()

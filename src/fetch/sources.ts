@@ -1,0 +1,168 @@
+/**
+ * The endpoints a run may fetch bytes from, with what the run has learned of each: health (failures
+ * in a row, down until when, dropped for bad bytes), latency (time to the answer's headers) and
+ * throughput (bytes per second of each request). The scheduler asks it for a source per chunk.
+ * Every byte is checked against the listing's hashes, so any endpoint serving the pinned commit will do.
+ */
+
+/** One place a file can be fetched from. */
+export interface FileSource {
+  /** The hub endpoint (origin and path prefix) the URL belongs to. */
+  readonly endpoint: string;
+  /** The resolve URL of the file at the pinned commit on that endpoint. */
+  readonly url: string;
+}
+
+export interface EndpointStats {
+  readonly endpoint: string;
+  /** Failed requests in a row (a success resets it). */
+  failures: number;
+  /** Not asked before this time (ms since epoch), unless nothing else is left. */
+  downUntil: number;
+  /** Why the endpoint is out for the rest of the run (bad bytes), or undefined. */
+  dropped: string | undefined;
+  /** Smoothed time to the answer's headers, ms; undefined until measured. */
+  latencyMs: number | undefined;
+  /** Smoothed throughput of one request, bytes/s; undefined until measured. */
+  bytesPerSec: number | undefined;
+  /** Requests in flight now. */
+  inflight: number;
+  /** Bytes received from it this run. */
+  bytes: number;
+}
+
+/** Failures in a row after which an endpoint is marked down. */
+export const DOWN_AFTER = 3;
+/** How long a down endpoint is left alone before it is probed again (doubles while it stays down). */
+export const DOWN_MS = 5_000;
+const DOWN_MAX_MS = 120_000;
+/** Weight of a new measurement in the smoothed latency and throughput. */
+const EWMA = 0.3;
+
+export class SourcePool {
+  readonly #stats = new Map<string, EndpointStats>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  stats(endpoint: string): EndpointStats {
+    let s = this.#stats.get(endpoint);
+    if (s === undefined) {
+      s = {
+        endpoint,
+        failures: 0,
+        downUntil: 0,
+        dropped: undefined,
+        latencyMs: undefined,
+        bytesPerSec: undefined,
+        inflight: 0,
+        bytes: 0,
+      };
+      this.#stats.set(endpoint, s);
+    }
+    return s;
+  }
+
+  all(): EndpointStats[] {
+    return [...this.#stats.values()];
+  }
+
+  /** Not dropped for the run (it may be down for now). */
+  usable(endpoint: string): boolean {
+    return this.stats(endpoint).dropped === undefined;
+  }
+
+  /**
+   * The source for the next request of a file, or undefined when every source is excluded or
+   * dropped. Down endpoints are asked only when no healthy one is left (that is their probe).
+   * `small`: the file fits one request, so latency matters: the lowest-latency endpoint. Otherwise
+   * the endpoint whose queue drains first at its measured throughput ((in flight + 1) / bytes/s),
+   * so a large file's chunks spread over the endpoints in proportion to what each delivers; an
+   * idle endpoint not measured yet is tried first. Ties go to the earlier source (the user's order).
+   */
+  pick(sources: readonly FileSource[], exclude: ReadonlySet<string>, small: boolean): FileSource | undefined {
+    const now = this.#now();
+    const open = sources.filter((s) => !exclude.has(s.endpoint) && this.usable(s.endpoint));
+    if (open.length === 0) return undefined;
+    const healthy = open.filter((s) => this.stats(s.endpoint).downUntil <= now);
+    if (healthy.length === 0) {
+      // Every one is down: probe the one that went down first.
+      return open.reduce((a, b) =>
+        this.stats(b.endpoint).downUntil < this.stats(a.endpoint).downUntil ? b : a,
+      );
+    }
+    const score = (s: FileSource): number => {
+      const st = this.stats(s.endpoint);
+      if (small) return st.latencyMs ?? 0;
+      // Not measured yet: tried once when idle; while that first request runs, it is not guessed at.
+      if (st.bytesPerSec === undefined) return st.inflight === 0 ? -1 : 1e12 + st.inflight;
+      return (st.inflight + 1) / Math.max(1, st.bytesPerSec);
+    };
+    let best = healthy[0]!;
+    let bestScore = score(best);
+    for (const s of healthy.slice(1)) {
+      const sc = score(s);
+      if (sc < bestScore) {
+        best = s;
+        bestScore = sc;
+      }
+    }
+    return best;
+  }
+
+  /** A request to `endpoint` starts. */
+  started(endpoint: string): void {
+    this.stats(endpoint).inflight++;
+  }
+
+  /** A request to `endpoint` ended (either way). */
+  ended(endpoint: string): void {
+    const s = this.stats(endpoint);
+    s.inflight = Math.max(0, s.inflight - 1);
+  }
+
+  /** The answer's headers arrived after `ms`. */
+  answered(endpoint: string, ms: number): void {
+    const s = this.stats(endpoint);
+    s.latencyMs = s.latencyMs === undefined ? ms : s.latencyMs + EWMA * (ms - s.latencyMs);
+  }
+
+  received(endpoint: string, bytes: number): void {
+    this.stats(endpoint).bytes += bytes;
+  }
+
+  /** A request delivered `bytes` in `ms` (headers to last byte). */
+  succeeded(endpoint: string, bytes: number, ms: number): void {
+    const s = this.stats(endpoint);
+    s.failures = 0;
+    s.downUntil = 0;
+    // Below this a request measures latency more than throughput.
+    if (bytes < 64 * 1024 || ms <= 0) return;
+    const rate = (bytes * 1000) / ms;
+    s.bytesPerSec = s.bytesPerSec === undefined ? rate : s.bytesPerSec + EWMA * (rate - s.bytesPerSec);
+  }
+
+  /**
+   * A request to `endpoint` failed. `waitMs`: the endpoint asked to be left alone that long (429).
+   * Returns true when this marked the endpoint down.
+   */
+  failed(endpoint: string, waitMs = 0): boolean {
+    const s = this.stats(endpoint);
+    s.failures++;
+    const now = this.#now();
+    const wasDown = s.downUntil > now;
+    if (waitMs > 0) s.downUntil = Math.max(s.downUntil, now + waitMs);
+    if (s.failures >= DOWN_AFTER) {
+      const ms = Math.min(DOWN_MAX_MS, DOWN_MS * 2 ** (s.failures - DOWN_AFTER));
+      s.downUntil = Math.max(s.downUntil, now + ms);
+    }
+    return !wasDown && s.downUntil > now;
+  }
+
+  /** Out for the rest of the run (it sent bytes that failed the hash). */
+  drop(endpoint: string, reason: string): void {
+    this.stats(endpoint).dropped = reason;
+  }
+}
