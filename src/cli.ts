@@ -110,5 +110,5 @@ function helpToFlag(argv: readonly string[]): readonly string[] {
 }
 
 function processIO(): CliIO {
-  return { stdout: process.stdout, stderr: process.stderr, env: process.env };
+  return { stdout: process.stdout, stderr: process.stderr, env: process.env, stdin: process.stdin };
 }
