@@ -11,6 +11,7 @@ import { HttpClient } from "../hub/http.js";
 import { checkRepoPath } from "../hub/paths.js";
 import { isCommitSha } from "../hub/resolve-revision.js";
 import type { RepoRef, RepoType } from "../repo.js";
+import { AccessMemory, publicRepoFromInfo } from "./access.js";
 import { type BlobMeta, BlobStore } from "./blobs.js";
 import { Metrics } from "./metrics.js";
 import { first, type UpstreamAnswer, Upstreams, UpstreamUnreachable } from "./upstream.js";
@@ -124,8 +125,8 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   const metaCache = new Map<string, Cached<BlobMeta | UpstreamAnswer>>();
   const apiCache = new Map<string, Cached<UpstreamAnswer>>();
   const secrets = [opts.token, ...(opts.accessTokens ?? [])].filter((t): t is string => !!t);
-  const authKey = (auth: string | undefined) =>
-    auth ? createHash("sha256").update(auth).digest("hex").slice(0, 16) : "anon";
+  const authKey = AccessMemory.clientKey;
+  const access = new AccessMemory(ACCESS_TTL_MS);
 
   /** From the cache alone: refs/<rev> and snapshots/<commit>/<path> -> blobs/<id>. */
   async function localMeta(r: ResolveRoute): Promise<BlobMeta | undefined> {
@@ -156,7 +157,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   async function resolveMeta(
     r: ResolveRoute,
     auth: string | undefined,
-  ): Promise<BlobMeta | UpstreamAnswer | undefined> {
+  ): Promise<BlobMeta | UpstreamAnswer | "unconfirmed" | undefined> {
     const key = `${authKey(auth)} ${r.repo.type} ${r.repo.id} ${r.revision} ${r.path}`;
     const hit = metaCache.get(key);
     const ttl = isCommitSha(r.revision) ? ACCESS_TTL_MS : opts.revalidateMs;
@@ -173,7 +174,11 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       );
     } catch (err) {
       if (!(err instanceof UpstreamUnreachable)) throw err;
-      // Upstream down: the last thing it told us, else what the cache holds.
+      // Upstream down. Its last refusal still stands; anything else is served only to whom it
+      // confirmed may read this file (AccessMemory): never a cached gated or private file to anyone.
+      if (hit && "status" in hit.value) return hit.value;
+      if (!access.mayRead(auth, r.repo, r.path)) return "unconfirmed";
+      // The last commit it told this client, else what the cache's refs say.
       return hit?.value ?? (await localMeta(r));
     }
     let value: BlobMeta | UpstreamAnswer = answer;
@@ -190,6 +195,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
         Number.isSafeInteger(size)
       ) {
         value = { repo: r.repo, commit, path: r.path, etag, size, lfs: linked !== undefined };
+        access.granted(auth, r.repo, r.path);
       }
     }
     metaCache.set(key, { value, at: Date.now() });
@@ -268,10 +274,14 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
         shutdown.signal,
       );
       if (a.status < 500) apiCache.set(key, { value: a, at: Date.now() });
+      const pub = publicRepoFromInfo(url.pathname, a.status, a.body);
+      if (pub) access.repoIsPublic(pub);
       relay(res, a, self);
     } catch (err) {
       if (!(err instanceof UpstreamUnreachable)) throw err;
-      if (hit) return relay(res, hit.value, self);
+      // The answer this very client got (anonymous answers are public ones); a token's for a few minutes.
+      if (hit && (auth === undefined || Date.now() - hit.at < ACCESS_TTL_MS))
+        return relay(res, hit.value, self);
       sendError(res, 502, undefined, "upstream unreachable");
     }
   }
@@ -302,6 +312,14 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     auth: string | undefined,
   ): Promise<void> {
     const meta = await resolveMeta(r, auth);
+    if (meta === "unconfirmed") {
+      return sendError(
+        res,
+        503,
+        undefined,
+        `upstream unreachable: cannot confirm this client may read ${r.repo.id}/${r.path}`,
+      );
+    }
     if (meta === undefined) {
       return sendError(
         res,
@@ -444,8 +462,9 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       if (!tok || !opts.accessTokens.has(tok))
         return sendError(res, 401, undefined, "this server needs an access token");
     }
-    // With --access-tokens, the client's token is the server's business, not upstream's.
-    const upstreamAuth = opts.accessTokens ? undefined : auth;
+    // With --access-tokens the client's token is the server's business, not upstream's: the listed
+    // clients read what the server's own token may (the admin vouched for them by listing them).
+    const upstreamAuth = opts.accessTokens ? (opts.token ? `Bearer ${opts.token}` : undefined) : auth;
     if (/(^|\/)\.\.(\/|$)/.test(url.pathname) || /%2f|%5c/i.test(url.pathname.split("/resolve/")[0] ?? "")) {
       throw new BadRequest("bad path");
     }
