@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import { test } from "node:test";
 import { createDispatcher } from "../src/hub/http.js";
 import { AccessMemory } from "../src/serve/access.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
 import { type FakeHub, fileFromBuffer, makeRepo, randomBytesSeeded, TEST_TOKEN } from "./fakehub/index.js";
-import { cleanEnv, tempDir, withHub } from "./helpers.js";
+import { blobProblems, cleanEnv, tempDir, withHub } from "./helpers.js";
 import { startServeProcess } from "./serve-helpers.js";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -248,4 +249,228 @@ test("AccessMemory: token grants last ttl and are per file; anonymous ones and p
   assert.equal(m.mayRead(undefined, repo, "model.bin"), false);
   m.repoIsPublic(repo);
   assert.equal(m.mayRead(undefined, repo, "model.bin"), true);
+});
+
+/** `name{labels} value` lines of a Prometheus text answer. */
+function metricValue(text: string, name: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(" ") + 1));
+}
+
+test("resolve: If-None-Match -> 304, Range -> 206, bad range -> 416, /healthz, /metrics counts cache vs upstream", async () => {
+  const data = randomBytesSeeded(31, 2_500_000);
+  const repo = makeRepo("org/m", [fileFromBuffer("w.bin", data, { lfs: true })]);
+  await withHub([repo], {}, async (hub) => {
+    await withServer(hub, {}, async (srv) => {
+      const url = `${srv.url}/org/m/resolve/main/w.bin`;
+      const h = await get(`${srv.url}/healthz`);
+      assert.equal(h.status, 200);
+      assert.equal(h.body.toString(), "ok\n");
+      const cold = await get(url);
+      assert.equal(sha256(cold.body), sha256(data));
+      const etag = cold.headers.get("etag") ?? "";
+      assert.equal(etag, `"${sha256(data)}"`);
+      const nm = await get(url, { "if-none-match": etag });
+      assert.equal(nm.status, 304);
+      assert.equal(nm.body.length, 0);
+      assert.equal((await get(url, { "if-none-match": '"0000"' })).status, 200, "another etag: the body");
+      for (const [range, start, end] of [
+        ["bytes=0-0", 0, 0],
+        ["bytes=1000-", 1000, data.length - 1],
+        ["bytes=-500", data.length - 500, data.length - 1],
+        ["bytes=2000000-99999999", 2_000_000, data.length - 1],
+      ] as const) {
+        const r = await get(url, { range });
+        assert.equal(r.status, 206, range);
+        assert.equal(r.headers.get("content-range"), `bytes ${start}-${end}/${data.length}`, range);
+        assert.deepEqual(r.body, data.subarray(start, end + 1), range);
+      }
+      for (const range of [`bytes=${data.length}-`, "bytes=-0", "bytes=500-100"]) {
+        const r = await get(url, { range });
+        assert.equal(r.status, 416, range);
+        assert.equal(r.headers.get("content-range"), `bytes */${data.length}`, range);
+      }
+      const m = await get(`${srv.url}/metrics`);
+      assert.match(m.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+      const text = m.body.toString();
+      assert.match(text, /^# TYPE hfget_serve_requests_total counter$/m);
+      assert.equal(metricValue(text, "hfget_serve_bytes_fetched_upstream_total"), data.length, text);
+      assert.equal(metricValue(text, "hfget_serve_bytes_served_while_fetching_total"), data.length, text);
+      // After the cold GET: one more whole body (the other etag) and the four 206 ranges, from cache.
+      const ranged = 1 + (data.length - 1000) + 500 + (data.length - 2_000_000);
+      assert.equal(
+        metricValue(text, "hfget_serve_bytes_served_from_cache_total"),
+        data.length + ranged,
+        text,
+      );
+      assert.equal(metricValue(text, "hfget_serve_blob_hit_ratio"), 5 / 6, text);
+      assert.match(text, /^hfget_serve_requests_total\{status="206"\} 4$/m);
+      assert.match(text, /^hfget_serve_requests_total\{status="416"\} 3$/m);
+      assert.equal(metricValue(text, "hfget_serve_fetches_in_flight"), 0);
+    });
+  });
+});
+
+test("--offline: serves what is cached, never asks upstream, 404 for the rest", async () => {
+  const a = Buffer.from("cached\n".repeat(100));
+  const b = randomBytesSeeded(41, 300_000);
+  const repo = makeRepo("org/m", [fileFromBuffer("a.txt", a), fileFromBuffer("b.bin", b, { lfs: true })]);
+  const commit = repo.commits[0]?.sha ?? "";
+  await withHub([repo], {}, async (hub) => {
+    const cacheDir = tempDir();
+    await withServer(hub, { cacheDir }, async (srv) => {
+      assert.deepEqual((await get(`${srv.url}/org/m/resolve/main/a.txt`)).body, a);
+    });
+    hub.clearLog();
+    await withServer(hub, { cacheDir, offline: true }, async (srv) => {
+      for (const rev of ["main", commit]) {
+        const r = await get(`${srv.url}/org/m/resolve/${rev}/a.txt`);
+        assert.equal(r.status, 200, rev);
+        assert.deepEqual(r.body, a);
+        assert.equal(r.headers.get("x-repo-commit"), commit);
+      }
+      const miss = await get(`${srv.url}/org/m/resolve/main/b.bin`);
+      assert.equal(miss.status, 404);
+      assert.equal(miss.headers.get("x-error-code"), "EntryNotFound");
+      assert.equal((await get(`${srv.url}/api/models/org/m/revision/main`)).status, 404);
+    });
+    assert.deepEqual(hub.log, [], "offline: the upstream saw no request");
+  });
+});
+
+test("corrupt bytes upstream: no client ends with a complete wrong file, nothing cached", async () => {
+  const data = randomBytesSeeded(51, 3_000_000);
+  const repo = makeRepo("org/m", [fileFromBuffer("w.bin", data, { lfs: true })]);
+  await withHub([repo], {}, async (hub) => {
+    hub.faults.push({ server: "cdn", times: 1000, fault: { type: "corrupt" } });
+    await withServer(hub, {}, async (srv, _logs, cacheDir) => {
+      const url = `${srv.url}/org/m/resolve/main/w.bin`;
+      const results = await Promise.all(
+        [0, 1, 2, 3].map(async () => {
+          try {
+            const r = await fetch(url);
+            return { status: r.status, bytes: Buffer.from(await r.arrayBuffer()) };
+          } catch (err) {
+            return { status: -1, error: String(err) };
+          }
+        }),
+      );
+      for (const r of results) {
+        if ("bytes" in r && r.bytes !== undefined) {
+          // A 200 that completed would be a whole wrong (or right) file: it must be neither.
+          assert.ok(r.status !== 200 || r.bytes.length < data.length, `complete body: ${r.status}`);
+        }
+      }
+      assert.ok(
+        results.some((r) => r.status === -1),
+        `at least one client saw its body cut: ${JSON.stringify(results.map((r) => r.status))}`,
+      );
+      assert.equal(existsSync(`${cacheDir}/models--org--m/blobs/${sha256(data)}`), false, "no blob cached");
+      assert.deepEqual(blobProblems(`${cacheDir}/models--org--m`), []);
+      // Once upstream is healthy, the same server serves the right file.
+      hub.faults.length = 0;
+      const ok = await get(url);
+      assert.equal(ok.status, 200);
+      assert.equal(sha256(ok.body), sha256(data));
+    });
+  });
+});
+
+test("gated repo through the server: no token 401, token without access 403, the right token served", async () => {
+  const data = randomBytesSeeded(61, 500_000);
+  const repo = makeRepo("org/gated", [fileFromBuffer("w.bin", data, { lfs: true })], { gated: true });
+  await withHub([repo], {}, async (hub) => {
+    await withServer(hub, { token: TEST_TOKEN }, async (srv, logs) => {
+      const url = `${srv.url}/org/gated/resolve/main/w.bin`;
+      const none = await get(url);
+      assert.equal(none.status, 401);
+      assert.equal(none.headers.get("x-error-code"), "GatedRepo");
+      const wrong = await get(url, bearer("hf_no_access"));
+      assert.equal(wrong.status, 403);
+      assert.equal(wrong.headers.get("x-error-code"), "GatedRepo");
+      // Once cached, still refused to the others: the server's own token never lends them access.
+      const right = await get(url, bearer(TEST_TOKEN));
+      assert.equal(right.status, 200);
+      assert.equal(sha256(right.body), sha256(data));
+      assert.equal((await get(url)).status, 401);
+      assert.equal((await get(url, bearer("hf_other"))).status, 403);
+      assert.ok(!logs.join("\n").includes(TEST_TOKEN), "no token in logs");
+    });
+  });
+});
+
+test("four clients at once on a cold 64 MiB blob: one upstream fetch (~1.0x bytes), all get the right bytes", async () => {
+  const size = 64 * 1024 * 1024;
+  const data = randomBytesSeeded(71, size);
+  const want = sha256(data);
+  const repo = makeRepo("org/big", [fileFromBuffer("big.bin", data, { lfs: true })]);
+  await withHub([repo], {}, async (hub) => {
+    await withServer(
+      hub,
+      { engine: { connections: 4, maxFiles: 1, chunkSize: 4 << 20, retries: 2, timeoutMs: 20_000 } },
+      async (srv) => {
+        const url = `${srv.url}/org/big/resolve/main/big.bin`;
+        const got = await Promise.all(
+          [0, 1, 2, 3].map(async () => {
+            const r = await fetch(url);
+            assert.equal(r.status, 200);
+            const h = createHash("sha256");
+            let n = 0;
+            for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
+              h.update(c);
+              n += c.length;
+            }
+            return { n, hash: h.digest("hex") };
+          }),
+        );
+        for (const g of got) assert.deepEqual(g, { n: size, hash: want });
+        const cdn = hub.log.filter((e) => e.server === "cdn").reduce((n, e) => n + e.bytesSent, 0);
+        // One fetch: the file's first range was asked once. The engine re-asks the last few MiB on
+        // idle connections (tail hedging), so "about 1.0x" is a bound of 1.1x, not exactly 1.
+        const firsts = hub.log.filter((e) => e.server === "cdn" && /^bytes=0-/.test(e.range ?? ""));
+        assert.equal(firsts.length, 1, "the blob's first chunk fetched once");
+        const ratio = cdn / size;
+        console.log(`four clients, 64 MiB: upstream sent ${ratio.toFixed(3)}x the file`);
+        assert.ok(ratio >= 1 && ratio <= 1.1, `upstream sent ${ratio.toFixed(3)}x the file`);
+        assert.equal(metricValue(srv.metrics.render(), "hfget_serve_bytes_fetched_upstream_total"), size);
+      },
+    );
+  });
+});
+
+test("request paths: .., encoded slashes and dots, NUL, absolute paths, backslashes -> 400", async () => {
+  const repo = makeRepo("org/m", [fileFromBuffer("a.txt", Buffer.from("a"))]);
+  await withHub([repo], {}, async (hub) => {
+    await withServer(hub, {}, async (srv) => {
+      const { request } = await import("node:http");
+      const u = new URL(srv.url);
+      // Raw paths (node:http sends them as given; fetch would normalize `..` away first).
+      const status = (path: string) =>
+        new Promise<number>((resolve, reject) => {
+          const req = request({ host: u.hostname, port: u.port, path }, (resp) => {
+            resp.resume();
+            resolve(resp.statusCode ?? 0);
+          });
+          req.on("error", reject);
+          req.end();
+        });
+      for (const path of [
+        "/org/m/resolve/main/../../../etc/passwd",
+        "/org/m/resolve/main/%2e%2e/%2e%2e/etc/passwd",
+        "/org/m/resolve/main/sub%2F..%2F..%2Fa.txt",
+        "/org/m/resolve/main/a%5c..%5ca.txt",
+        "/org/m/resolve/main/a.txt%00.png",
+        "/org/m/resolve/main//etc/passwd",
+        "//etc/passwd",
+        "/org%2Fm/resolve/main/a.txt",
+        "/../org/m/resolve/main/a.txt",
+        "/api/models/org/m/tree/main/%2e%2e",
+        "/api/models/org/m/tree/main/a%00",
+        "/org/m/resolve/ma%00in/a.txt",
+      ]) {
+        assert.equal(await status(path), 400, path);
+      }
+      assert.equal(await status("/org/m/resolve/main/a.txt"), 200, "the plain path works");
+    });
+  });
 });

@@ -176,7 +176,7 @@ export class BlobStore {
         const { bytesRead } = await fh.read(buf, 0, n, pos);
         if (bytesRead === 0) throw new Error("blob shorter than its released prefix");
         pos += bytesRead;
-        metrics.bytesFromCache += bytesRead;
+        metrics.bytesServedWhileFetching += bytesRead;
         if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) {
           await new Promise<void>((r) => {
             const done = (): void => {

@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { readFile, readlink, stat } from "node:fs/promises";
+import { mkdir, readFile, readlink, stat } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { basename } from "node:path";
+import { basename, dirname } from "node:path";
 import type { Dispatcher } from "undici";
 import { cachePaths } from "../cache/paths.js";
 import type { EngineOptions } from "../config.js";
@@ -11,6 +11,7 @@ import { HttpClient } from "../hub/http.js";
 import { checkRepoPath } from "../hub/paths.js";
 import { isCommitSha } from "../hub/resolve-revision.js";
 import type { RepoRef, RepoType } from "../repo.js";
+import { writeFileAtomic } from "../util/atomic-write.js";
 import { AccessMemory, publicRepoFromInfo } from "./access.js";
 import { type BlobMeta, BlobStore } from "./blobs.js";
 import { Metrics } from "./metrics.js";
@@ -106,6 +107,25 @@ function unquote(etag: string | undefined): string | undefined {
 
 type Cached<T> = { value: T; at: number };
 
+/**
+ * refs/<branch> -> the commit upstream last named, so the cache (read by huggingface_hub, hfget and
+ * --offline) resolves the branch as the server last saw it. No trailing newline, as huggingface_hub
+ * writes it. A failure to write it is not the client's problem: it is only logged by omission.
+ */
+async function writeRef(path: string, commit: string): Promise<void> {
+  try {
+    if ((await readFile(path, "utf8")) === commit) return;
+  } catch {
+    // not there yet
+  }
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await writeFileAtomic(path, commit);
+  } catch {
+    // read-only or full cache: the server still answers from upstream
+  }
+}
+
 export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   const metrics = new Metrics();
   const shutdown = new AbortController();
@@ -196,6 +216,8 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       ) {
         value = { repo: r.repo, commit, path: r.path, etag, size, lfs: linked !== undefined };
         access.granted(auth, r.repo, r.path);
+        if (!isCommitSha(r.revision))
+          await writeRef(cachePaths(opts.cacheDir, r.repo).ref(r.revision), commit);
       }
     }
     metaCache.set(key, { value, at: Date.now() });
