@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { test } from "node:test";
+import { buildServeConfig } from "../src/config.js";
 import { createDispatcher } from "../src/hub/http.js";
 import { AccessMemory } from "../src/serve/access.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
@@ -473,4 +474,88 @@ test("request paths: .., encoded slashes and dots, NUL, absolute paths, backslas
       assert.equal(await status("/org/m/resolve/main/a.txt"), 200, "the plain path works");
     });
   });
+});
+
+test("several upstreams: a dead first one is passed over for metadata and bytes; /metrics counts its errors", async () => {
+  const data = randomBytesSeeded(81, 1_500_000);
+  const repo = makeRepo("org/m", [fileFromBuffer("w.bin", data, { lfs: true })]);
+  await withHub([repo], {}, async (hub) => {
+    // A port that was just closed: connection refused, on 127.0.0.1 only.
+    const { createServer } = await import("node:net");
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", () => r()));
+    const deadPort = (probe.address() as { port: number }).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const dead = `http://127.0.0.1:${deadPort}`;
+    await withServer(hub, { upstreams: [dead, hub.url] }, async (srv) => {
+      const info = await get(`${srv.url}/api/models/org/m/revision/main`);
+      assert.equal(info.status, 200);
+      const r = await get(`${srv.url}/org/m/resolve/main/w.bin`);
+      assert.equal(r.status, 200);
+      assert.equal(sha256(r.body), sha256(data));
+      const text = srv.metrics.render();
+      assert.ok(
+        (metricValue(text, `hfget_serve_upstream_errors_total{endpoint=${JSON.stringify(dead)}}`) ?? 0) >= 2,
+        text,
+      );
+    });
+  });
+});
+
+test("--access-tokens: only listed clients are served, with what the server's token may read; none logged", async () => {
+  const pub = Buffer.from("public\n");
+  const gated = randomBytesSeeded(91, 200_000);
+  const repos = [
+    makeRepo("org/pub", [fileFromBuffer("a.txt", pub)]),
+    makeRepo("org/gated", [fileFromBuffer("w.bin", gated, { lfs: true })], { gated: true }),
+  ];
+  await withHub(repos, {}, async (hub) => {
+    const team = "team-token-7f3a";
+    await withServer(hub, { token: TEST_TOKEN, accessTokens: new Set([team]) }, async (srv, logs) => {
+      assert.equal((await get(`${srv.url}/org/pub/resolve/main/a.txt`)).status, 401);
+      assert.equal((await get(`${srv.url}/org/pub/resolve/main/a.txt`, bearer("nope"))).status, 401);
+      assert.equal((await get(`${srv.url}/api/models/org/pub`, bearer(TEST_TOKEN))).status, 401);
+      assert.deepEqual((await get(`${srv.url}/org/pub/resolve/main/a.txt`, bearer(team))).body, pub);
+      const g = await get(`${srv.url}/org/gated/resolve/main/w.bin`, bearer(team));
+      assert.equal(g.status, 200);
+      assert.equal(sha256(g.body), sha256(gated));
+      assert.equal((await get(`${srv.url}/healthz`)).status, 200, "health checks need no token");
+      const all = logs.join("\n");
+      assert.ok(!all.includes(team) && !all.includes(TEST_TOKEN), "no token in logs");
+      assert.ok(
+        hub.log.every((e) => e.authorization !== "other"),
+        "a client's server-local token never goes upstream",
+      );
+    });
+  });
+});
+
+test("buildServeConfig: safe defaults, upstream forms, --access-tokens file, usage errors", () => {
+  const d = buildServeConfig({}, {});
+  assert.equal(d.host, "127.0.0.1");
+  assert.equal(d.port, 8080);
+  assert.equal(d.revalidateMs, 60_000);
+  assert.deepEqual(d.upstreams, ["https://huggingface.co"]);
+  assert.equal(d.accessTokens, undefined);
+  assert.equal(d.offline, false);
+  const env = { HF_ENDPOINT: "http://127.0.0.1:9/p/", HF_TOKEN: "hf_env" };
+  assert.deepEqual(buildServeConfig({}, env).upstreams, ["http://127.0.0.1:9/p"]);
+  assert.equal(buildServeConfig({}, env).token, "hf_env");
+  const c = buildServeConfig({ upstream: ["hf-mirror.com", "http://10.0.0.1:8080/"], revalidate: "5" }, env);
+  assert.deepEqual(c.upstreams, ["https://hf-mirror.com", "http://10.0.0.1:8080"]);
+  assert.equal(c.revalidateMs, 5000);
+  const file = `${tempDir()}/tokens`;
+  writeFileSync(file, "# team\n  tok-a \n\ntok-b\n");
+  assert.deepEqual(
+    [...(buildServeConfig({ accessTokens: file }, {}).accessTokens ?? [])],
+    ["tok-a", "tok-b"],
+  );
+  writeFileSync(file, "# nobody\n");
+  assert.throws(() => buildServeConfig({ accessTokens: file }, {}), /lists no token/);
+  assert.throws(
+    () => buildServeConfig({ accessTokens: `${file}.missing` }, {}),
+    /cannot read --access-tokens/,
+  );
+  assert.throws(() => buildServeConfig({ port: "99999" }, {}), /--port/);
+  assert.throws(() => buildServeConfig({ upstream: ["ftp://x"] }, {}), /--upstream/);
 });

@@ -130,11 +130,14 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   const metrics = new Metrics();
   const shutdown = new AbortController();
   const upstreams = new Upstreams(opts.upstreams, opts.dispatcher, metrics);
-  const http = new HttpClient({
-    endpoint: opts.upstreams[0]!,
-    token: opts.token,
-    dispatcher: opts.dispatcher,
-  });
+  // One client per upstream, so the server's token goes to each upstream's own origin only.
+  const clients = new Map(
+    opts.upstreams.map((endpoint) => [
+      endpoint,
+      new HttpClient({ endpoint, token: opts.token, dispatcher: opts.dispatcher }),
+    ]),
+  );
+  const http = (endpoint: string): HttpClient => clients.get(endpoint) ?? clients.get(opts.upstreams[0]!)!;
   const blobs = new BlobStore({
     cacheDir: opts.cacheDir,
     http,
@@ -214,7 +217,15 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
         /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(etag) &&
         Number.isSafeInteger(size)
       ) {
-        value = { repo: r.repo, commit, path: r.path, etag, size, lfs: linked !== undefined };
+        value = {
+          repo: r.repo,
+          commit,
+          path: r.path,
+          etag,
+          size,
+          lfs: linked !== undefined,
+          endpoint: answer.endpoint,
+        };
         access.granted(auth, r.repo, r.path);
         if (!isCommitSha(r.revision))
           await writeRef(cachePaths(opts.cacheDir, r.repo).ref(r.revision), commit);
@@ -417,9 +428,12 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     if (opts.offline) return sendError(res, 404, "EntryNotFound", "offline: not cached");
     metrics.blobMisses++;
     const enc = r.path.split("/").map(encodeURIComponent).join("/");
+    // From the upstream that described the file (the first that answered), else the first one.
+    const endpoint = meta.endpoint ?? opts.upstreams[0]!;
     const f = blobs.fetch(
       meta,
-      `${opts.upstreams[0]}/${TYPE_PREFIX[r.repo.type]}${r.repo.id}/resolve/${meta.commit}/${enc}`,
+      endpoint,
+      `${endpoint}/${TYPE_PREFIX[r.repo.type]}${r.repo.id}/resolve/${meta.commit}/${enc}`,
     );
     // Headers at once (huggingface_hub gives up after 10 s without them), bytes as they are verified.
     res.writeHead(status, headers);
