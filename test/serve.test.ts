@@ -4,7 +4,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { test } from "node:test";
 import { buildServeConfig } from "../src/config.js";
 import { createDispatcher } from "../src/hub/http.js";
-import { AccessMemory } from "../src/serve/access.js";
+import { AccessMemory, publicRepoFromInfo } from "../src/serve/access.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
 import { type FakeHub, fileFromBuffer, makeRepo, randomBytesSeeded, TEST_TOKEN } from "./fakehub/index.js";
 import { blobProblems, cleanEnv, tempDir, withHub } from "./helpers.js";
@@ -558,4 +558,75 @@ test("buildServeConfig: safe defaults, upstream forms, --access-tokens file, usa
   );
   assert.throws(() => buildServeConfig({ port: "99999" }, {}), /--port/);
   assert.throws(() => buildServeConfig({ upstream: ["ftp://x"] }, {}), /--upstream/);
+});
+
+test("publicRepoFromInfo: only a 200 repo info naming the same repo, private false and gated false", () => {
+  const body = (o: object) => Buffer.from(JSON.stringify(o));
+  const pub = { id: "org/m", private: false, gated: false };
+  assert.deepEqual(publicRepoFromInfo("/api/models/org/m", 200, body(pub)), { type: "model", id: "org/m" });
+  assert.deepEqual(publicRepoFromInfo("/api/datasets/org/m/revision/main", 200, body(pub)), {
+    type: "dataset",
+    id: "org/m",
+  });
+  assert.deepEqual(publicRepoFromInfo("/api/models/gpt2/revision/main", 200, body({ ...pub, id: "gpt2" })), {
+    type: "model",
+    id: "gpt2",
+  });
+  assert.equal(publicRepoFromInfo("/api/models/org/m", 200, body({ ...pub, gated: "auto" })), undefined);
+  assert.equal(publicRepoFromInfo("/api/models/org/m", 200, body({ ...pub, private: true })), undefined);
+  assert.equal(
+    publicRepoFromInfo("/api/models/org/m", 200, body({ id: "org/m" })),
+    undefined,
+    "unknown: not public",
+  );
+  assert.equal(publicRepoFromInfo("/api/models/org/other", 200, body(pub)), undefined);
+  assert.equal(publicRepoFromInfo("/api/models/org/m/tree/main", 200, body(pub)), undefined);
+  assert.equal(publicRepoFromInfo("/api/models/org/m", 401, body(pub)), undefined);
+  assert.equal(publicRepoFromInfo("/api/models/org/m", 200, Buffer.from("{")), undefined);
+});
+
+test("hfget serve (CLI): SIGTERM mid-transfer exits 0 within a few seconds, keeps resume state, the next server resumes", async () => {
+  const size = 8 * 1024 * 1024;
+  const data = randomBytesSeeded(95, size);
+  const repo = makeRepo("org/m", [fileFromBuffer("w.bin", data, { lfs: true })]);
+  await withHub([repo], {}, async (hub) => {
+    hub.faults.push({ server: "cdn", times: 1000, fault: { type: "throttle", bytesPerSec: 1024 * 1024 } });
+    const cacheDir = tempDir();
+    const args = ["--upstream", hub.url, "--cache-dir", cacheDir, "--connections", "2", "--chunk-size", "1M"];
+    const srv = await startServeProcess(args, cleanEnv());
+    const client = fetch(`${srv.url}/org/m/resolve/main/w.bin`).then(
+      async (r) => ({
+        status: r.status,
+        bytes: (await r.arrayBuffer().catch(() => new ArrayBuffer(0))).byteLength,
+      }),
+      () => ({ status: -1, bytes: 0 }),
+    );
+    const stateFile = `${cacheDir}/models--org--m/blobs/${sha256(data)}.hfget-partial.json`;
+    const until = Date.now() + 20_000;
+    // Wait until at least one chunk is done upstream (bounded).
+    while (
+      Date.now() < until &&
+      hub.log.filter((e) => e.server === "cdn" && e.bytesSent >= 1 << 20).length < 1
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const s = await srv.stop();
+    assert.equal(s.code, 0, srv.stderr());
+    assert.ok(s.ms < 4000, `stopped in ${s.ms} ms`);
+    const c = await client;
+    assert.ok(c.bytes < size, `the client saw a cut body (${c.bytes} of ${size})`);
+    assert.ok(existsSync(stateFile), "resume state kept");
+    const firstRun = hub.log.filter((e) => e.server === "cdn").reduce((n, e) => n + e.bytesSent, 0);
+    hub.faults.length = 0;
+    hub.clearLog();
+    const srv2 = await startServeProcess(args, cleanEnv());
+    try {
+      const r = await get(`${srv2.url}/org/m/resolve/main/w.bin`);
+      assert.equal(sha256(r.body), sha256(data));
+      const second = hub.log.filter((e) => e.server === "cdn").reduce((n, e) => n + e.bytesSent, 0);
+      assert.ok(second < size, `resumed: fetched ${second} of ${size} (first run sent ${firstRun})`);
+    } finally {
+      await srv2.stop();
+    }
+  });
 });
