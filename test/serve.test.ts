@@ -7,7 +7,7 @@ import { createDispatcher } from "../src/hub/http.js";
 import { AccessMemory, publicRepoFromInfo } from "../src/serve/access.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
 import { type FakeHub, fileFromBuffer, makeRepo, randomBytesSeeded, TEST_TOKEN } from "./fakehub/index.js";
-import { blobProblems, cleanEnv, tempDir, withHub } from "./helpers.js";
+import { blobProblems, cleanEnv, runCli, tempDir, withHub } from "./helpers.js";
 import { startServeProcess } from "./serve-helpers.js";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -174,6 +174,22 @@ test("hfget serve (CLI): URL alone on stdout, JSON request lines on stderr witho
       if (!stopped) await srv.stop();
     }
   });
+  const help = await runCli(["--help"]);
+  assert.match(help.stdout, /^\s+serve \[options\]/m, "listed in hfget --help");
+  const serveHelp = await runCli(["help", "serve"]);
+  assert.equal(serveHelp.code, 0);
+  for (const flag of [
+    "--upstream",
+    "--cache-dir",
+    "--host",
+    "--port",
+    "--token",
+    "--offline",
+    "--revalidate",
+    "--access-tokens",
+  ]) {
+    assert.ok(serveHelp.stdout.includes(flag), `hfget help serve names ${flag}`);
+  }
 });
 
 test("upstream unreachable: cached public files served to all, gated/private only to tokens it confirmed", async () => {

@@ -12,6 +12,9 @@ import type { RepoRef } from "../repo.js";
  * Per file, not per repo: a gated repo's README.md downloads without access, which says nothing
  * about its weights. Kept in memory only: after a restart nothing is confirmed until upstream answers.
  */
+/** Token grants remembered at most (each a short string and a number). */
+const MAX_GRANTS = 100_000;
+
 export class AccessMemory {
   readonly #ttlMs: number;
   readonly #now: () => number;
@@ -33,7 +36,16 @@ export class AccessMemory {
   granted(authorization: string | undefined, repo: RepoRef, path: string): void {
     const client = AccessMemory.clientKey(authorization);
     if (client === "anon") this.#publicFiles.add(fileKey(repo, path));
-    else this.#grants.set(`${client} ${fileKey(repo, path)}`, this.#now());
+    else {
+      const key = `${client} ${fileKey(repo, path)}`;
+      this.#grants.delete(key);
+      this.#grants.set(key, this.#now());
+      // Oldest first (insertion order): drop the expired, and never keep more than MAX_GRANTS.
+      for (const [k, at] of this.#grants) {
+        if (this.#grants.size <= MAX_GRANTS && this.#now() - at < this.#ttlMs) break;
+        this.#grants.delete(k);
+      }
+    }
   }
 
   /** The upstream's repo info said it is neither private nor gated. */

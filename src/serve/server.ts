@@ -108,6 +108,24 @@ function unquote(etag: string | undefined): string | undefined {
 type Cached<T> = { value: T; at: number };
 
 /**
+ * Answers kept in memory, per client token: at most this many of each kind, oldest dropped first,
+ * so many distinct clients or queries cannot grow the server without bound (an API answer may be
+ * up to 32 MB; 512 keeps the worst case bounded and the common tree pages of a team's repos).
+ */
+const MAX_META_ENTRIES = 20_000;
+const MAX_API_ENTRIES = 512;
+
+function remember<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
+  map.delete(key); // re-inserted last: Map iterates in insertion order
+  map.set(key, value);
+  while (map.size > max) {
+    const oldest = map.keys().next();
+    if (oldest.done) break;
+    map.delete(oldest.value);
+  }
+}
+
+/**
  * refs/<branch> -> the commit upstream last named, so the cache (read by huggingface_hub, hfget and
  * --offline) resolves the branch as the server last saw it. No trailing newline, as huggingface_hub
  * writes it. A failure to write it is not the client's problem: it is only logged by omission.
@@ -231,7 +249,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
           await writeRef(cachePaths(opts.cacheDir, r.repo).ref(r.revision), commit);
       }
     }
-    metaCache.set(key, { value, at: Date.now() });
+    remember(metaCache, key, { value, at: Date.now() }, MAX_META_ENTRIES);
     return value;
   }
 
@@ -306,7 +324,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
         },
         shutdown.signal,
       );
-      if (a.status < 500) apiCache.set(key, { value: a, at: Date.now() });
+      if (a.status < 500) remember(apiCache, key, { value: a, at: Date.now() }, MAX_API_ENTRIES);
       const pub = publicRepoFromInfo(url.pathname, a.status, a.body);
       if (pub) access.repoIsPublic(pub);
       relay(res, a, self);
