@@ -203,3 +203,68 @@ test("@huggingface/hub through the server: listFiles, downloadFile, snapshotDown
   const snap = await snapshotDownload({ repo: "org/served", cacheDir: cache, hubUrl: srv.url });
   assertTree(snap, "snapshotDownload");
 });
+
+const PY_UPSTREAM_DOWN = `
+import json, sys
+from huggingface_hub import hf_hub_download
+a = json.loads(sys.argv[1])
+out = {"public": hf_hub_download(a["public"], "p.bin", token=False)}
+for name, tok in (("anon", False), ("wrong", "hf_wrong_token"), ("right", a["token"])):
+    try:
+        out[name] = hf_hub_download(a["gated"], "w.bin", token=tok)
+    except Exception as e:
+        out[name] = "ERROR " + type(e).__name__ + " " + str(e)[:300]
+print("RESULT " + json.dumps(out), flush=True)
+`;
+
+describe("huggingface_hub through hfget serve, upstream down", { skip: skipWithoutPython() }, () => {
+  test("huggingface_hub 1.28: public cached file served; gated only to the token upstream accepted", async () => {
+    const pubBytes = randomBytesSeeded(24, 300_000);
+    const gatedBytes = randomBytesSeeded(25, 300_000);
+    const repos = [
+      makeRepo("org/pub", [fileFromBuffer("p.bin", pubBytes, { lfs: true })]),
+      makeRepo("org/gated", [fileFromBuffer("w.bin", gatedBytes, { lfs: true })], { gated: true }),
+    ];
+    const down = await startFakeHub({ repos });
+    const server = await startServeProcess([
+      "--upstream",
+      down.url,
+      "--cache-dir",
+      tempDir(),
+      "--token",
+      TEST_TOKEN,
+    ]);
+    try {
+      // Prime the server's cache while the upstream is up: the public file anonymously, the gated one with the token.
+      const p = await fetch(`${server.url}/org/pub/resolve/main/p.bin`);
+      assert.equal(sha256(Buffer.from(await p.arrayBuffer())), sha256(pubBytes));
+      const g = await fetch(`${server.url}/org/gated/resolve/main/w.bin`, {
+        headers: { authorization: `Bearer ${TEST_TOKEN}` },
+      });
+      assert.equal(sha256(Buffer.from(await g.arrayBuffer())), sha256(gatedBytes));
+      await down.close();
+      const cache = tempDir();
+      const r = await runPython(
+        "1.28",
+        PY_UPSTREAM_DOWN,
+        [JSON.stringify({ public: "org/pub", gated: "org/gated", token: TEST_TOKEN })],
+        {
+          env: cleanEnv({ HF_ENDPOINT: server.url, HF_HUB_CACHE: cache, HF_HUB_DISABLE_PROGRESS_BARS: "1" }),
+          timeoutMs: 90_000,
+        },
+      );
+      assert.equal(r.code, 0, show(r));
+      const line = r.stdout.split("\n").find((l) => l.startsWith("RESULT "));
+      assert.ok(line, show(r));
+      const out = JSON.parse(line.slice("RESULT ".length)) as Record<string, string>;
+      assert.equal(sha256(readFileSync(out.public ?? "")), sha256(pubBytes));
+      // Refused at once (a 401/403, which huggingface_hub does not retry), saying why.
+      assert.match(out.anon ?? "", /^ERROR .*cannot confirm/s, `no token: ${out.anon}`);
+      assert.match(out.wrong ?? "", /^ERROR /, `unconfirmed token: ${out.wrong}`);
+      assert.equal(sha256(readFileSync(out.right ?? "")), sha256(gatedBytes));
+    } finally {
+      await server.stop();
+      await down.close();
+    }
+  });
+});

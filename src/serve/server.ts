@@ -260,6 +260,8 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       "content-length": body.length,
     };
     if (code) h["x-error-code"] = code;
+    // huggingface_hub shows X-Error-Message (a HEAD has no body); headers must be printable ASCII.
+    h["x-error-message"] = message.replace(/[^\x20-\x7e]/g, "?");
     res.writeHead(status, h);
     res.end(res.req.method === "HEAD" ? undefined : body);
   }
@@ -364,12 +366,10 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   ): Promise<void> {
     const meta = await resolveMeta(r, auth);
     if (meta === "unconfirmed") {
-      return sendError(
-        res,
-        503,
-        undefined,
-        `upstream unreachable: cannot confirm this client may read ${r.repo.id}/${r.path}`,
-      );
+      // 401/403, not 503: huggingface_hub retries a 5xx HEAD with backoff for ~25 s before it
+      // gives up (measured with 1.28), and another try would not change the answer.
+      const message = `upstream unreachable: cannot confirm this client may read ${r.repo.id}/${r.path}`;
+      return sendError(res, auth ? 403 : 401, undefined, message);
     }
     if (meta === undefined) {
       return sendError(
