@@ -63,7 +63,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     .description("Download Hugging Face Hub repositories: parallel, resumable, verified.")
     .version(VERSION)
     .usage(
-      "<repo_id> [files...] [options]\n       hfget ls <repo_id> [options]\n       hfget mirrors <repo_id> --mirror a --mirror b [options]",
+      "<repo_id> [files...] [options]\n       hfget ls <repo_id> [options]\n       hfget mirrors <repo_id> --mirror a --mirror b [options]\n       hfget serve --upstream <endpoint> --cache-dir <dir> [options]",
     )
     .exitOverride()
     // Options after a subcommand belong to it, not to the download command.

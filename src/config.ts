@@ -395,3 +395,97 @@ export function buildConfig(raw: RawOptions, env: Env): Config {
   };
   return Object.freeze(config);
 }
+
+/** `hfget serve` flags as commander hands them over. */
+export interface RawServeOptions {
+  upstream?: string[] | undefined;
+  cacheDir?: string | undefined;
+  host?: string | undefined;
+  port?: string | number | undefined;
+  token?: string | undefined;
+  offline?: boolean | undefined;
+  revalidate?: string | number | undefined;
+  accessTokens?: string | undefined;
+  connections?: string | number | undefined;
+  chunkSize?: string | number | undefined;
+  retries?: string | number | undefined;
+  timeout?: string | number | undefined;
+}
+
+export interface ServeConfig extends EngineOptions {
+  /** Normalized endpoints, in fail-over order. */
+  readonly upstreams: readonly string[];
+  readonly cacheDir: string;
+  readonly host: string;
+  readonly port: number;
+  /** The server's own upstream token (--token, else HF_TOKEN, else the token file). */
+  readonly token: string | undefined;
+  /** From --access-tokens: one token a line (blank lines and `#` comments skipped). */
+  readonly accessTokens: ReadonlySet<string> | undefined;
+  readonly offline: boolean;
+  readonly revalidateMs: number;
+  readonly proxy: ProxySettings;
+}
+
+/**
+ * Defaults: 127.0.0.1, so a cache that may hold gated or private files is not on the network until
+ * the admin says so with `--host 0.0.0.0`; port 8080; upstream $HF_ENDPOINT, else huggingface.co.
+ */
+export function buildServeConfig(raw: RawServeOptions, env: Env): ServeConfig {
+  const upstreams =
+    raw.upstream && raw.upstream.length > 0
+      ? raw.upstream.map((u) => normalizeEndpoint(u, "--upstream"))
+      : [resolveEndpoint(undefined, env)];
+  const host = (raw.host ?? "127.0.0.1").trim();
+  if (host === "" || /[\s/]/.test(host)) throw usageError(`--host "${raw.host}" is not an address`);
+  const timeoutSeconds = raw.timeout === undefined ? DEFAULTS.timeoutSeconds : Number(raw.timeout);
+  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > 3600) {
+    throw usageError(`--timeout must be a number of seconds between 0 and 3600, got "${raw.timeout}"`);
+  }
+  const chunkSize = parseSize(raw.chunkSize ?? DEFAULTS.chunkSize, "--chunk-size");
+  if (chunkSize < 64 * 1024 || chunkSize > 1024 ** 3) {
+    throw usageError(`--chunk-size must be between 64KiB and 1GiB, got "${raw.chunkSize}"`);
+  }
+  let accessTokens: Set<string> | undefined;
+  if (raw.accessTokens !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(resolve(raw.accessTokens), "utf8");
+    } catch (err) {
+      throw usageError(
+        `cannot read --access-tokens file ${raw.accessTokens}: ${(err as NodeJS.ErrnoException).code ?? "error"}`,
+      );
+    }
+    accessTokens = new Set(
+      text
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l !== "" && !l.startsWith("#")),
+    );
+    if (accessTokens.size === 0) {
+      throw usageError(`--access-tokens file ${raw.accessTokens} lists no token`, "one token a line");
+    }
+  }
+  const connections = parseIntFlag(raw.connections, "--connections", 1, 256, DEFAULTS.connections);
+  const config: ServeConfig = {
+    upstreams,
+    cacheDir: resolve(raw.cacheDir ?? defaultCacheDir(env)),
+    host,
+    port: parseIntFlag(raw.port, "--port", 0, 65535, 8080),
+    token: resolveToken(raw.token, env),
+    accessTokens,
+    offline: (raw.offline ?? false) || isTruthy(env.HF_HUB_OFFLINE),
+    revalidateMs: parseIntFlag(raw.revalidate, "--revalidate", 0, 86_400, 60) * 1000,
+    proxy: {
+      httpProxy: env.HTTP_PROXY || env.http_proxy || undefined,
+      httpsProxy: env.HTTPS_PROXY || env.https_proxy || undefined,
+      noProxy: env.NO_PROXY || env.no_proxy || undefined,
+    },
+    connections,
+    maxFiles: connections,
+    chunkSize,
+    retries: parseIntFlag(raw.retries, "--retries", 0, 100, DEFAULTS.retries),
+    timeoutMs: Math.round(timeoutSeconds * 1000),
+  };
+  return Object.freeze(config);
+}

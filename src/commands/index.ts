@@ -2,6 +2,7 @@ import { registerCache } from "../cli-cache.js";
 import type { RegisterCommand } from "./context.js";
 import { registerLs } from "./ls.js";
 import { registerMirrors } from "./mirrors.js";
+import { registerServe } from "./serve.js";
 import { registerExport, registerImport } from "./snapshot.js";
 
 export type { CliIO, CommandContext, RegisterCommand } from "./context.js";
@@ -17,4 +18,5 @@ export const SUBCOMMANDS: readonly RegisterCommand[] = [
   registerCache,
   registerExport,
   registerImport,
+  registerServe,
 ];
