@@ -101,6 +101,16 @@ async function startCappedProxy(
   return { url: `http://127.0.0.1:${port}`, close };
 }
 
+/** "http://a: 134 MB, http://b: 134 MB" from hfget's --json result. */
+function spread(stdout: string): string {
+  try {
+    const r = JSON.parse(stdout) as { endpoints?: { endpoint: string; bytes: number }[] };
+    return (r.endpoints ?? []).map((e) => `${e.endpoint}: ${fmt(e.bytes / MB, 1)} MB`).join(", ");
+  } catch {
+    return "(no --json result)";
+  }
+}
+
 export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }): Promise<MirrorsBenchResult> {
   const size = (opts.smoke ? 32 : 256) * MIB;
   const rounds = opts.smoke ? 1 : opts.rounds;
@@ -132,7 +142,8 @@ export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }):
   };
   const hfget = (mirrors: string[]): ToolCommand => ({
     cmd: process.execPath,
-    args: [HFGET_BIN, repo.id, "--mirror", mirrors.join(","), "--local-dir", outDir, "--quiet"],
+    // --json: the result names each endpoint's bytes (logged below: how the file was spread).
+    args: [HFGET_BIN, repo.id, "--mirror", mirrors.join(","), "--local-dir", outDir, "--quiet", "--json"],
     env: env(),
   });
   const list = join(base, "aria2-list.txt");
@@ -196,6 +207,8 @@ export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }):
           failures.push(`mirrors ${tool} round ${round + 1}: ${error}`);
         }
         runs.push(run);
+        if (tool !== "aria2c-2-uris" && error === undefined)
+          log(`  ${tool} per endpoint: ${spread(m.stdout)}`);
         log(
           `mirrors round ${round + 1}/${rounds} ${tool}: ${fmt(m.wallS)} s, ${fmt(run.mbPerS, 1)} MB/s, cpu ${fmt(run.cpuS)} s${error === undefined ? ", ok" : `, FAILED: ${error}`}`,
         );
