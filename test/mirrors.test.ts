@@ -592,6 +592,19 @@ describe("several endpoints: the download fails over (CLI, two or three fake hub
     assert.ok(ms < 30_000, `the run waited out the 429 (${ms} ms)`);
   });
 
+  it("--limit-rate caps the run across both endpoints together, not each", { timeout: 60_000 }, async () => {
+    const [a, b] = await hubs(2);
+    const { cache, child } = runBig([a!.url, b!.url], ["--limit-rate", "1M", "--json"]);
+    const { r, ms } = await child;
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(intact(cache, a!.repos[0]!.refs.main!), []);
+    const j = JSON.parse(r.stdout) as { endpoints: { bytes: number }[] };
+    assert.equal(j.endpoints.filter((e) => e.bytes > 0).length, 2, "both endpoints served bytes");
+    // ~3.3 MiB at 1 MiB/s in total, less the bucket's burst; a cap per endpoint would take half as
+    // long. Only a lower bound: a busy machine makes it slower, never faster.
+    assert.ok(ms >= 2800, `took ${ms} ms`);
+  });
+
   it("all endpoints killed mid-download: exit 6 within the retry budget, naming each", {
     timeout: 60_000,
   }, async () => {
