@@ -2,6 +2,7 @@
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { type MirrorsBenchResult, mirrorsReport, runMirrorsBench } from "./mirrors-speed.js";
 import type { ThrottleMode } from "./nginx.js";
 import { cleanupAll, installSignalHandlers } from "./procs.js";
 import { consoleReport, consoleTargets, jsonReport, markdownReport, type ReportMeta } from "./report.js";
@@ -13,7 +14,7 @@ import { runVerifyBench, type VerifyBenchResult, verifyReport } from "./verify-s
 
 const USAGE = `usage: npm run bench -- <scenario...|all> [options]
 
-scenarios: ${SCENARIO_NAMES.join(", ")}, verify, or all
+scenarios: ${SCENARIO_NAMES.join(", ")}, verify, mirrors, or all
   (verify: \`hfget cache verify\` GB/s against sha256sum on the same blobs, no network)
 
 options:
@@ -35,6 +36,7 @@ options:
 interface Cli {
   scenarios: ScenarioName[];
   verify: boolean;
+  mirrors: boolean;
   rounds: number;
   smoke: boolean;
   json: string | undefined;
@@ -73,12 +75,16 @@ function parseCli(argv: string[]): Cli | undefined {
   if (positionals.length === 0) throw new UsageError("name a scenario, or all");
   const scenarios: ScenarioName[] = [];
   let verify = false;
+  let mirrors = false;
   for (const p of positionals) {
     if (p === "all") {
       scenarios.push(...SCENARIO_NAMES);
       verify = true;
+      mirrors = true;
     } else if (p === "verify") {
       verify = true;
+    } else if (p === "mirrors") {
+      mirrors = true;
     } else if ((SCENARIO_NAMES as readonly string[]).includes(p)) {
       scenarios.push(p as ScenarioName);
     } else {
@@ -108,6 +114,7 @@ function parseCli(argv: string[]): Cli | undefined {
   return {
     scenarios: wanted,
     verify,
+    mirrors,
     rounds,
     smoke: values.smoke === true,
     json: values.json,
@@ -157,6 +164,7 @@ async function main(argv: string[]): Promise<number> {
   };
   const results: ScenarioResult[] = [];
   let verified: VerifyBenchResult | undefined;
+  let mirrored: MirrorsBenchResult | undefined;
   const done = new Map<ScenarioName, ScenarioResult>();
   const t0 = performance.now();
   try {
@@ -179,20 +187,28 @@ async function main(argv: string[]): Promise<number> {
       done.set(name, r);
     }
     if (cli.verify) verified = await runVerifyBench({ rounds: cli.rounds, smoke: cli.smoke });
+    if (cli.mirrors) mirrored = await runMirrorsBench({ rounds: cli.rounds, smoke: cli.smoke });
   } finally {
     await cleanupAll();
   }
   meta.maxLoadAvg1 = sampleLoad();
   process.stdout.write(consoleReport(results));
   process.stdout.write(consoleTargets(results));
-  const verifyLines = verified === undefined ? [] : verifyReport(verified);
-  if (verified !== undefined) process.stdout.write(`\n${verifyLines.join("\n")}`);
+  const verifyLines = [
+    ...(verified === undefined ? [] : verifyReport(verified)),
+    ...(mirrored === undefined ? [] : mirrorsReport(mirrored)),
+  ];
+  if (verifyLines.length > 0) process.stdout.write(`\n${verifyLines.join("\n")}`);
   if (cli.json !== undefined) {
     const json = jsonReport(results, meta);
+    const extra = {
+      ...(verified === undefined ? {} : { verify: verified }),
+      ...(mirrored === undefined ? {} : { mirrors: mirrored }),
+    };
     const withVerify =
-      verified === undefined
+      Object.keys(extra).length === 0
         ? json
-        : `${JSON.stringify({ ...(JSON.parse(json) as object), verify: verified }, (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2)}\n`;
+        : `${JSON.stringify({ ...(JSON.parse(json) as object), ...extra }, (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2)}\n`;
     await writeFile(resolve(cli.json), withVerify);
   }
   const markdown = () =>
@@ -200,8 +216,13 @@ async function main(argv: string[]): Promise<number> {
   if (cli.markdown === "-") process.stdout.write(markdown());
   else if (cli.markdown !== undefined) await writeFile(resolve(cli.markdown), markdown());
 
-  const failures = [...results.flatMap((r) => r.failures), ...(verified?.failures ?? [])];
-  const missed = results.filter((r) => r.target.holds === false).map((r) => r.name);
+  const failures = [
+    ...results.flatMap((r) => r.failures),
+    ...(verified?.failures ?? []),
+    ...(mirrored?.failures ?? []),
+  ];
+  const missed: string[] = results.filter((r) => r.target.holds === false).map((r) => r.name);
+  if (mirrored?.targetHolds === false) missed.push("mirrors");
   log(`finished in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   if (failures.length > 0) {
     process.stderr.write(`\nBENCH FAILED: ${failures.length} run(s) failed or produced wrong output:\n`);
