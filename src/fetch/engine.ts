@@ -17,7 +17,7 @@ import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
 import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 import { FileJob, type FileWork, STATE_MIN_BYTES } from "./job.js";
-import { Scheduler } from "./scheduler.js";
+import { REQUEST_MIN, requestSize, Scheduler } from "./scheduler.js";
 import { type FileSource, SourcePool } from "./sources.js";
 
 export type { FileWork } from "./job.js";
@@ -329,12 +329,13 @@ export class Engine {
       const endpoint = source.endpoint;
       const before = task.pos;
       const usedUrl = job.urls.get(endpoint);
-      const sent = Date.now();
-      let answered = sent;
       this.#pool.started(endpoint);
       try {
         const viaResolve = usedUrl === undefined;
-        const wholeFile = job.whole || (viaResolve && task.pos === 0 && task.end === job.size);
+        // A small file is one request without Range; a larger one is fetched in bounded requests
+        // from its first byte, so that its tail can be split without waste.
+        const wholeFile =
+          job.whole || (viaResolve && task.pos === 0 && task.end === job.size && job.size <= 2 * REQUEST_MIN);
         const outcome = await fetchChunk({
           http: this.#ctx.http,
           endpointOrigin: new URL(endpoint).origin,
@@ -351,9 +352,11 @@ export class Engine {
           expectEtag: multi ? job.etags.get(endpoint) : job.etag,
           // The first answer tells where the bytes are: the other connections can start now,
           // not when this whole chunk is done.
-          onResponse: (url, etag) => {
-            answered = Date.now();
-            this.#pool.answered(endpoint, answered - sent);
+          requestEnd: (t) =>
+            t.pos + requestSize(t.end - t.pos, this.#pool.stats(endpoint).bytesPerSec, this.#sched.draining),
+          onRequestDone: (bytes, ms) => this.#pool.succeeded(endpoint, bytes, ms),
+          onResponse: (url, etag, ms) => {
+            this.#pool.answered(endpoint, ms);
             if (job.generation !== generation || job.whole) return;
             if (!job.urls.has(endpoint)) job.urls.set(endpoint, url);
             if (etag !== undefined && !job.etags.has(endpoint)) job.etags.set(endpoint, etag);
@@ -377,7 +380,6 @@ export class Engine {
           },
         });
         this.#pool.ended(endpoint);
-        this.#pool.succeeded(endpoint, task.pos - before, Date.now() - answered);
         if (superseded()) return;
         if (outcome.kind === "range-ignored") {
           await this.#switchToWhole(job);

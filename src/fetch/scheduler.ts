@@ -2,8 +2,26 @@ import type { ChunkTask } from "./chunk.js";
 import { chunkTask } from "./chunk.js";
 import type { FileJob } from "./job.js";
 
-/** A running chunk is split when at least twice this much is left and a worker is idle. */
+/** A running chunk is split when a worker is idle and the thief would get at least this much. */
 export const STEAL_MIN = 1024 * 1024;
+
+/** Smallest bounded request: a steal point every few MiB at the tail, one round trip per few MiB. */
+export const REQUEST_MIN = 2 * 1024 * 1024;
+/** A request asks for about this long of its connection's measured rate: one round trip per ~2 s is <1% even at 20 ms RTT. */
+export const REQUEST_SECONDS = 2;
+
+/**
+ * Bytes the next request of a chunk asks for, `left` bytes before its end: about REQUEST_SECONDS of
+ * the endpoint's per-request rate (REQUEST_MIN while unmeasured). While the run drains (only running
+ * chunks' tails are left) a request asks for at most half of what is left, so an idle worker can
+ * always take the other half without a byte in flight being wasted. A remainder smaller than
+ * REQUEST_MIN goes with the request.
+ */
+export function requestSize(left: number, bytesPerSec: number | undefined, draining: boolean): number {
+  let size = Math.max(REQUEST_MIN, Math.round((bytesPerSec ?? 0) * REQUEST_SECONDS));
+  if (draining) size = Math.min(size, Math.max(REQUEST_MIN, Math.ceil(left / 2)));
+  return left - size < REQUEST_MIN ? left : size;
+}
 
 export interface SchedulerHooks {
   /** Takes a queued job through opening (and further, as far as it goes on this worker). */
@@ -142,25 +160,40 @@ export class Scheduler {
   }
 
   #stealable(): { job: FileJob; task: ChunkTask } | undefined {
-    let best: { job: FileJob; victim: ChunkTask } | undefined;
-    let bestLeft = 2 * STEAL_MIN;
+    let best: { job: FileJob; victim: ChunkTask; split: number } | undefined;
+    let bestLeft = STEAL_MIN - 1;
     for (const job of this.active) {
       if (job.phase !== "fetching" || job.whole || job.urls.size === 0) continue;
       for (const t of job.running) {
-        const left = t.end - t.received;
-        if (left >= bestLeft) {
+        const split = splitPoint(t);
+        const left = t.end - split;
+        if (left > bestLeft) {
           bestLeft = left;
-          best = { job, victim: t };
+          best = { job, victim: t, split };
         }
       }
     }
     if (!best) return undefined;
-    const { victim } = best;
-    // Split at what the victim has received (buffered or written): it never takes a byte past its
-    // new end, so the halves never overlap.
-    const mid = victim.received + Math.floor((victim.end - victim.received) / 2);
-    const task = chunkTask(mid, victim.end);
-    victim.end = mid;
+    const { victim, split } = best;
+    const task = chunkTask(split, victim.end);
+    victim.end = split;
     return { job: best.job, task };
   }
+
+  /** Nothing is left to hand out but the running chunks' tails: requests should be short now. */
+  get draining(): boolean {
+    if (this.queue.length > 0) return false;
+    for (const job of this.active) if (job.pending.length > 0) return false;
+    return true;
+  }
+}
+
+/**
+ * Where a thief may split a running chunk: half of what the victim has not received, but never
+ * before the end of the victim's request in flight (the server sends those bytes anyway; they would
+ * be thrown away). The victim keeps [.., split), the thief takes [split, end).
+ */
+export function splitPoint(t: ChunkTask): number {
+  const mid = t.received + Math.floor((t.end - t.received) / 2);
+  return Math.max(mid, t.asked);
 }
