@@ -60,14 +60,16 @@ describe("bounded requests and steals", () => {
     assert.equal(splitPoint(t), 14 * MiB);
   });
 
-  it("a request asks for ~2 s of the measured rate; while draining at most half of what is left", () => {
-    assert.equal(requestSize(64 * MiB, undefined, false), REQUEST_MIN);
-    assert.equal(requestSize(64 * MiB, 5 * MiB, false), 10 * MiB);
-    assert.equal(requestSize(64 * MiB, 5 * MiB, true), 10 * MiB);
-    assert.equal(requestSize(12 * MiB, 5 * MiB, true), 6 * MiB);
+  it("a request asks for ~2 s of the measured rate, less as the run nears its end", () => {
+    const far = 1024 * MiB;
+    assert.equal(requestSize(64 * MiB, undefined, far, 8), REQUEST_MIN);
+    assert.equal(requestSize(64 * MiB, 5 * MiB, far, 8), 10 * MiB);
+    // 96 MiB not asked yet over 8 connections: 6 MiB a request.
+    assert.equal(requestSize(64 * MiB, 5 * MiB, 96 * MiB, 8), 6 * MiB);
+    assert.equal(requestSize(64 * MiB, 5 * MiB, 8 * MiB, 8), REQUEST_MIN);
     // A remainder below REQUEST_MIN goes with the request.
-    assert.equal(requestSize(11 * MiB, 5 * MiB, false), 11 * MiB);
-    assert.equal(requestSize(3 * MiB, 5 * MiB, true), 3 * MiB);
+    assert.equal(requestSize(11 * MiB, 5 * MiB, far, 8), 11 * MiB);
+    assert.equal(requestSize(3 * MiB, 5 * MiB, 8 * MiB, 8), 3 * MiB);
   });
 
   const tail = fileFromBuffer("tail.bin", randomBytesSeeded(21, 24 * 1024 * 1024), { lfs: true });

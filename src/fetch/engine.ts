@@ -17,7 +17,7 @@ import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
 import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 import { FileJob, type FileWork, STATE_MIN_BYTES } from "./job.js";
-import { REQUEST_MIN, requestSize, Scheduler } from "./scheduler.js";
+import { REQUEST_MIN, REQUEST_SECONDS, requestSize, Scheduler } from "./scheduler.js";
 import { type FileSource, SourcePool } from "./sources.js";
 
 export type { FileWork } from "./job.js";
@@ -352,8 +352,15 @@ export class Engine {
           expectEtag: multi ? job.etags.get(endpoint) : job.etag,
           // The first answer tells where the bytes are: the other connections can start now,
           // not when this whole chunk is done.
-          requestEnd: (t) =>
-            t.pos + requestSize(t.end - t.pos, this.#pool.stats(endpoint).bytesPerSec, this.#sched.draining),
+          requestEnd: (t) => {
+            const rate = this.#pool.stats(endpoint).bytesPerSec;
+            const conns = this.#ctx.options.connections;
+            // Past this much unasked, the rate alone decides.
+            const unasked = this.#sched.unasked(
+              2 * conns * Math.max(REQUEST_MIN, (rate ?? 0) * REQUEST_SECONDS),
+            );
+            return t.pos + requestSize(t.end - t.pos, rate, unasked, conns);
+          },
           onRequestDone: (bytes, ms) => this.#pool.succeeded(endpoint, bytes, ms),
           onResponse: (url, etag, ms) => {
             this.#pool.answered(endpoint, ms);

@@ -12,14 +12,19 @@ export const REQUEST_SECONDS = 2;
 
 /**
  * Bytes the next request of a chunk asks for, `left` bytes before its end: about REQUEST_SECONDS of
- * the endpoint's per-request rate (REQUEST_MIN while unmeasured). While the run drains (only running
- * chunks' tails are left) a request asks for at most half of what is left, so an idle worker can
- * always take the other half without a byte in flight being wasted. A remainder smaller than
- * REQUEST_MIN goes with the request.
+ * the endpoint's per-request rate (REQUEST_MIN while unmeasured), but at most 1/(2 x connections) of
+ * what the run has not asked for yet (`unasked`), so requests shrink as the run nears its end and
+ * every connection finishes at about the same time, with a steal point in each running chunk (guided
+ * self-scheduling). A remainder smaller than REQUEST_MIN goes with the request.
  */
-export function requestSize(left: number, bytesPerSec: number | undefined, draining: boolean): number {
+export function requestSize(
+  left: number,
+  bytesPerSec: number | undefined,
+  unasked: number,
+  connections: number,
+): number {
   let size = Math.max(REQUEST_MIN, Math.round((bytesPerSec ?? 0) * REQUEST_SECONDS));
-  if (draining) size = Math.min(size, Math.max(REQUEST_MIN, Math.ceil(left / 2)));
+  size = Math.min(size, Math.max(REQUEST_MIN, Math.ceil(unasked / (2 * connections))));
   return left - size < REQUEST_MIN ? left : size;
 }
 
@@ -180,11 +185,22 @@ export class Scheduler {
     return { job: best.job, task };
   }
 
-  /** Nothing is left to hand out but the running chunks' tails: requests should be short now. */
-  get draining(): boolean {
-    if (this.queue.length > 0) return false;
-    for (const job of this.active) if (job.pending.length > 0) return false;
-    return true;
+  /**
+   * Bytes of the run not asked of any server yet: pending chunks, the rest of running chunks past
+   * their request in flight, queued files. Counting stops once past `limit`.
+   */
+  unasked(limit: number): number {
+    let n = 0;
+    for (const job of this.active) {
+      for (const t of job.pending) n += t.end - t.pos;
+      for (const t of job.running) n += Math.max(0, t.end - Math.max(t.pos, t.asked));
+      if (n > limit) return n;
+    }
+    for (const job of this.queue) {
+      n += job.size;
+      if (n > limit) return n;
+    }
+    return n;
   }
 }
 
