@@ -9,10 +9,12 @@ import { runScenario, SCENARIO_NAMES, type ScenarioName, type ScenarioResult } f
 import { ensureTools, gitRevision, machineInfo } from "./setup.js";
 import { ALL_TOOLS, type HfgetTarget, hfgetProblem, type ToolName } from "./tools.js";
 import { errorMessage, log, sampleLoad } from "./util.js";
+import { runVerifyBench, type VerifyBenchResult, verifyReport } from "./verify-speed.js";
 
 const USAGE = `usage: npm run bench -- <scenario...|all> [options]
 
-scenarios: ${SCENARIO_NAMES.join(", ")}, or all
+scenarios: ${SCENARIO_NAMES.join(", ")}, verify, or all
+  (verify: \`hfget cache verify\` GB/s against sha256sum on the same blobs, no network)
 
 options:
   --rounds N            rounds per tool (default 3; tools alternate within a round)
@@ -32,6 +34,7 @@ options:
 
 interface Cli {
   scenarios: ScenarioName[];
+  verify: boolean;
   rounds: number;
   smoke: boolean;
   json: string | undefined;
@@ -69,9 +72,13 @@ function parseCli(argv: string[]): Cli | undefined {
   if (values.help === true) return undefined;
   if (positionals.length === 0) throw new UsageError("name a scenario, or all");
   const scenarios: ScenarioName[] = [];
+  let verify = false;
   for (const p of positionals) {
     if (p === "all") {
       scenarios.push(...SCENARIO_NAMES);
+      verify = true;
+    } else if (p === "verify") {
+      verify = true;
     } else if ((SCENARIO_NAMES as readonly string[]).includes(p)) {
       scenarios.push(p as ScenarioName);
     } else {
@@ -100,6 +107,7 @@ function parseCli(argv: string[]): Cli | undefined {
   const wanted = SCENARIO_NAMES.filter((s) => scenarios.includes(s));
   return {
     scenarios: wanted,
+    verify,
     rounds,
     smoke: values.smoke === true,
     json: values.json,
@@ -148,6 +156,7 @@ async function main(argv: string[]): Promise<number> {
     maxLoadAvg1: sampleLoad(),
   };
   const results: ScenarioResult[] = [];
+  let verified: VerifyBenchResult | undefined;
   const done = new Map<ScenarioName, ScenarioResult>();
   const t0 = performance.now();
   try {
@@ -169,17 +178,29 @@ async function main(argv: string[]): Promise<number> {
       results.push(r);
       done.set(name, r);
     }
+    if (cli.verify) verified = await runVerifyBench({ rounds: cli.rounds, smoke: cli.smoke });
   } finally {
     await cleanupAll();
   }
   meta.maxLoadAvg1 = sampleLoad();
   process.stdout.write(consoleReport(results));
   process.stdout.write(consoleTargets(results));
-  if (cli.json !== undefined) await writeFile(resolve(cli.json), jsonReport(results, meta));
-  if (cli.markdown === "-") process.stdout.write(markdownReport(results, meta));
-  else if (cli.markdown !== undefined) await writeFile(resolve(cli.markdown), markdownReport(results, meta));
+  const verifyLines = verified === undefined ? [] : verifyReport(verified);
+  if (verified !== undefined) process.stdout.write(`\n${verifyLines.join("\n")}`);
+  if (cli.json !== undefined) {
+    const json = jsonReport(results, meta);
+    const withVerify =
+      verified === undefined
+        ? json
+        : `${JSON.stringify({ ...(JSON.parse(json) as object), verify: verified }, (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2)}\n`;
+    await writeFile(resolve(cli.json), withVerify);
+  }
+  const markdown = () =>
+    `${markdownReport(results, meta)}${verifyLines.length > 0 ? `\n${verifyLines.join("\n")}` : ""}`;
+  if (cli.markdown === "-") process.stdout.write(markdown());
+  else if (cli.markdown !== undefined) await writeFile(resolve(cli.markdown), markdown());
 
-  const failures = results.flatMap((r) => r.failures);
+  const failures = [...results.flatMap((r) => r.failures), ...(verified?.failures ?? [])];
   const missed = results.filter((r) => r.target.holds === false).map((r) => r.name);
   log(`finished in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   if (failures.length > 0) {

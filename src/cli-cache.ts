@@ -271,7 +271,9 @@ export function registerCacheCommands(program: Command, ctx: CacheCliContext): v
       const answer = (await readAnswer())?.trim().toLowerCase();
       if (answer === undefined) ctx.stderr.write("\n");
       if (answer !== "y" && answer !== "yes") {
-        throw new HfgetError("INTERRUPTED", "aborted: nothing was deleted", {
+        // `hf cache rm` (huggingface_hub 1.28) prints "Aborted!" and exits 1 on "n", an empty answer
+        // or end of input, terminal or not: the same exit code, so scripts see one behaviour.
+        throw new HfgetError("ABORTED", "aborted: nothing was deleted", {
           hint: "answer y, or pass --yes to skip the question",
         });
       }

@@ -62,7 +62,9 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
   const program = new Command("hfget")
     .description("Download Hugging Face Hub repositories: parallel, resumable, verified.")
     .version(VERSION)
-    .usage("<repo_id> [files...] [options]\n       hfget ls <repo_id> [options]")
+    .usage(
+      "<repo_id> [files...] [options]\n       hfget ls <repo_id> [options]\n       hfget mirrors <repo_id> --mirror a --mirror b [options]\n       hfget serve --upstream <endpoint> --cache-dir <dir> [options]",
+    )
     .exitOverride()
     // Options after a subcommand belong to it, not to the download command.
     .enablePositionalOptions()
@@ -108,5 +110,5 @@ function helpToFlag(argv: readonly string[]): readonly string[] {
 }
 
 function processIO(): CliIO {
-  return { stdout: process.stdout, stderr: process.stderr, env: process.env };
+  return { stdout: process.stdout, stderr: process.stderr, env: process.env, stdin: process.stdin };
 }

@@ -39,13 +39,25 @@ export interface EngineOptions {
   readonly retries: number;
   /** Connect/header timeout and stall timeout (no bytes for this long), milliseconds. */
   readonly timeoutMs: number;
+  /**
+   * --limit-rate: cap on the whole run's download rate in bytes per second, across every
+   * connection and endpoint (src/util/rate-limit.ts); 0 or absent = no cap.
+   */
+  readonly limitRate?: number;
 }
 
 export interface Config extends EngineOptions {
   readonly repo: RepoRef;
   readonly revision: string;
-  /** Normalized endpoint without trailing slash, e.g. https://hf-mirror.com or http://127.0.0.1:8080/prefix */
+  /** Normalized endpoint without trailing slash, e.g. https://hf-mirror.com or http://127.0.0.1:8080/prefix. Always `endpoints[0]`. */
   readonly endpoint: string;
+  /**
+   * Every endpoint, in preference order (non-empty, normalized, no duplicates): metadata comes from
+   * the first that answers; the token goes to each of their origins and nowhere else.
+   */
+  readonly endpoints: readonly string[];
+  /** --limit-rate in bytes per second; 0 = no cap. */
+  readonly limitRate: number;
   readonly token: string | undefined;
   readonly files: readonly string[];
   readonly include: readonly string[];
@@ -71,8 +83,12 @@ export interface Config extends EngineOptions {
 export interface RawOptions {
   repoId: string;
   files?: string[] | undefined;
-  mirror?: string | undefined;
-  endpoint?: string | undefined;
+  /** --mirror, given once or several times, each a host/URL or a comma-separated list of them. */
+  mirror?: string | readonly string[] | undefined;
+  /** --endpoint: alias of --mirror (its values come after --mirror's). */
+  endpoint?: string | readonly string[] | undefined;
+  /** --limit-rate, e.g. "20M" (bytes per second); 0 = none. */
+  limitRate?: string | number | undefined;
   token?: string | undefined;
   revision?: string | undefined;
   repoType?: string | undefined;
@@ -102,6 +118,12 @@ export interface RawOptions {
 export function normalizeEndpoint(value: string, what = "--mirror"): string {
   const v = value.trim();
   if (v === "") throw usageError(`${what} is empty`, "pass a host such as hf-mirror.com or a URL");
+  if (v.includes(",")) {
+    throw usageError(
+      `${what} "${value}" must be one URL`,
+      "for several endpoints use --mirror a,b or HFGET_MIRRORS=a,b (HF_ENDPOINT stays one URL: other tools read it)",
+    );
+  }
   const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(v);
   if (hasScheme && !/^https?:\/\//i.test(v)) {
     throw usageError(`${what} "${value}" must be an http or https URL`);
@@ -156,6 +178,61 @@ export function resolveToken(flag: string | undefined, env: Env): string | undef
 
 export function resolveEndpoint(mirror: string | undefined, env: Env): string {
   return resolveEndpointFrom(mirror, env, undefined).endpoint;
+}
+
+/**
+ * Comma-separated lists (one per --mirror, or HFGET_MIRRORS) -> normalized endpoints, first
+ * occurrence kept. Empty items between commas are skipped; a list with no endpoint at all is a
+ * usage error.
+ */
+export function parseEndpointList(values: readonly string[], what: string): string[] {
+  const out: string[] = [];
+  for (const value of values) {
+    for (const item of value.split(",")) {
+      if (item.trim() === "") continue;
+      const ep = normalizeEndpoint(item, what);
+      if (!out.includes(ep)) out.push(ep);
+    }
+  }
+  if (out.length === 0) {
+    throw usageError(`${what} names no endpoint`, "pass hosts or URLs, e.g. hf-mirror.com,huggingface.co");
+  }
+  return out;
+}
+
+function asList(v: string | readonly string[] | undefined): readonly string[] {
+  return v === undefined ? [] : typeof v === "string" ? [v] : v;
+}
+
+/**
+ * The endpoints in preference order: --mirror/--endpoint (each repeatable, comma-separated), else
+ * HFGET_MIRRORS (same list), else HF_ENDPOINT (one URL: other tools read it too), else the host of
+ * a pasted URL, else huggingface.co. When an explicit setting leaves out a pasted URL's host,
+ * `notice` says which won.
+ */
+export function resolveEndpoints(
+  mirror: string | readonly string[] | undefined,
+  env: Env,
+  urlOrigin: string | undefined,
+): { endpoints: readonly string[]; notice?: string } {
+  const flags = asList(mirror);
+  const explicit =
+    flags.length > 0
+      ? { endpoints: parseEndpointList(flags, "--mirror"), from: "--mirror" }
+      : env.HFGET_MIRRORS?.trim()
+        ? { endpoints: parseEndpointList([env.HFGET_MIRRORS], "HFGET_MIRRORS"), from: "HFGET_MIRRORS" }
+        : env.HF_ENDPOINT?.trim()
+          ? { endpoints: [normalizeEndpoint(env.HF_ENDPOINT, "HF_ENDPOINT")], from: "HF_ENDPOINT" }
+          : undefined;
+  if (explicit === undefined) return { endpoints: [urlOrigin ?? DEFAULT_ENDPOINT] };
+  const origins = explicit.endpoints.map((e) => new URL(e).origin);
+  if (urlOrigin !== undefined && !origins.includes(urlOrigin)) {
+    return {
+      endpoints: explicit.endpoints,
+      notice: `using ${explicit.endpoints.join(", ")} (${explicit.from}), not the URL's host ${urlOrigin}`,
+    };
+  }
+  return { endpoints: explicit.endpoints };
 }
 
 /**
@@ -260,7 +337,12 @@ export function buildConfig(raw: RawOptions, env: Env): Config {
     parsed.target === undefined || raw.revision === undefined
       ? parsed.target
       : { kind: parsed.target.kind, choices: [{ revision, path: parsed.target.choices.at(-1)?.path ?? "" }] };
-  const { endpoint, notice } = resolveEndpointFrom(raw.mirror ?? raw.endpoint, env, parsed.origin);
+  const { endpoints, notice } = resolveEndpoints(
+    [...asList(raw.mirror), ...asList(raw.endpoint)],
+    env,
+    parsed.origin,
+  );
+  const limitRate = raw.limitRate === undefined ? 0 : parseSize(raw.limitRate, "--limit-rate");
   const chunkSize = parseSize(raw.chunkSize ?? DEFAULTS.chunkSize, "--chunk-size");
   if (chunkSize < 64 * 1024 || chunkSize > 1024 ** 3) {
     throw usageError(`--chunk-size must be between 64KiB and 1GiB, got "${raw.chunkSize}"`);
@@ -280,7 +362,9 @@ export function buildConfig(raw: RawOptions, env: Env): Config {
   const config: Config = {
     repo: parsed.repo,
     revision,
-    endpoint,
+    endpoint: endpoints[0]!,
+    endpoints,
+    limitRate,
     token: resolveToken(raw.token, env),
     files,
     include: raw.include ?? [],
@@ -308,6 +392,100 @@ export function buildConfig(raw: RawOptions, env: Env): Config {
     progress: !isTruthy(env.HF_HUB_DISABLE_PROGRESS_BARS),
     urlTarget,
     notices: notice === undefined ? [] : [notice],
+  };
+  return Object.freeze(config);
+}
+
+/** `hfget serve` flags as commander hands them over. */
+export interface RawServeOptions {
+  upstream?: string[] | undefined;
+  cacheDir?: string | undefined;
+  host?: string | undefined;
+  port?: string | number | undefined;
+  token?: string | undefined;
+  offline?: boolean | undefined;
+  revalidate?: string | number | undefined;
+  accessTokens?: string | undefined;
+  connections?: string | number | undefined;
+  chunkSize?: string | number | undefined;
+  retries?: string | number | undefined;
+  timeout?: string | number | undefined;
+}
+
+export interface ServeConfig extends EngineOptions {
+  /** Normalized endpoints, in fail-over order. */
+  readonly upstreams: readonly string[];
+  readonly cacheDir: string;
+  readonly host: string;
+  readonly port: number;
+  /** The server's own upstream token (--token, else HF_TOKEN, else the token file). */
+  readonly token: string | undefined;
+  /** From --access-tokens: one token a line (blank lines and `#` comments skipped). */
+  readonly accessTokens: ReadonlySet<string> | undefined;
+  readonly offline: boolean;
+  readonly revalidateMs: number;
+  readonly proxy: ProxySettings;
+}
+
+/**
+ * Defaults: 127.0.0.1, so a cache that may hold gated or private files is not on the network until
+ * the admin says so with `--host 0.0.0.0`; port 8080; upstream $HF_ENDPOINT, else huggingface.co.
+ */
+export function buildServeConfig(raw: RawServeOptions, env: Env): ServeConfig {
+  const upstreams =
+    raw.upstream && raw.upstream.length > 0
+      ? raw.upstream.map((u) => normalizeEndpoint(u, "--upstream"))
+      : [resolveEndpoint(undefined, env)];
+  const host = (raw.host ?? "127.0.0.1").trim();
+  if (host === "" || /[\s/]/.test(host)) throw usageError(`--host "${raw.host}" is not an address`);
+  const timeoutSeconds = raw.timeout === undefined ? DEFAULTS.timeoutSeconds : Number(raw.timeout);
+  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > 3600) {
+    throw usageError(`--timeout must be a number of seconds between 0 and 3600, got "${raw.timeout}"`);
+  }
+  const chunkSize = parseSize(raw.chunkSize ?? DEFAULTS.chunkSize, "--chunk-size");
+  if (chunkSize < 64 * 1024 || chunkSize > 1024 ** 3) {
+    throw usageError(`--chunk-size must be between 64KiB and 1GiB, got "${raw.chunkSize}"`);
+  }
+  let accessTokens: Set<string> | undefined;
+  if (raw.accessTokens !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(resolve(raw.accessTokens), "utf8");
+    } catch (err) {
+      throw usageError(
+        `cannot read --access-tokens file ${raw.accessTokens}: ${(err as NodeJS.ErrnoException).code ?? "error"}`,
+      );
+    }
+    accessTokens = new Set(
+      text
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l !== "" && !l.startsWith("#")),
+    );
+    if (accessTokens.size === 0) {
+      throw usageError(`--access-tokens file ${raw.accessTokens} lists no token`, "one token a line");
+    }
+  }
+  const connections = parseIntFlag(raw.connections, "--connections", 1, 256, DEFAULTS.connections);
+  const config: ServeConfig = {
+    upstreams,
+    cacheDir: resolve(raw.cacheDir ?? defaultCacheDir(env)),
+    host,
+    port: parseIntFlag(raw.port, "--port", 0, 65535, 8080),
+    token: resolveToken(raw.token, env),
+    accessTokens,
+    offline: (raw.offline ?? false) || isTruthy(env.HF_HUB_OFFLINE),
+    revalidateMs: parseIntFlag(raw.revalidate, "--revalidate", 0, 86_400, 60) * 1000,
+    proxy: {
+      httpProxy: env.HTTP_PROXY || env.http_proxy || undefined,
+      httpsProxy: env.HTTPS_PROXY || env.https_proxy || undefined,
+      noProxy: env.NO_PROXY || env.no_proxy || undefined,
+    },
+    connections,
+    maxFiles: connections,
+    chunkSize,
+    retries: parseIntFlag(raw.retries, "--retries", 0, 100, DEFAULTS.retries),
+    timeoutMs: Math.round(timeoutSeconds * 1000),
   };
   return Object.freeze(config);
 }

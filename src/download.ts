@@ -1,16 +1,15 @@
 import { constants } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
-import { diskError, makeDirs } from "./cache/dirs.js";
+import { makeDirs } from "./cache/dirs.js";
 import { cachePaths, localDirPaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import { HfgetError } from "./errors.js";
 import type { DownloadResult, EventSink, FileResult } from "./events.js";
 import { Engine, type FileWork } from "./fetch/engine.js";
 import { makeFilter } from "./glob.js";
-import { listFiles } from "./hub/list-files.js";
-import { resolveRevision } from "./hub/resolve-revision.js";
+import { pinListing, type RevisionChoice, resolveChoices } from "./hub/metadata.js";
 import type { RepoFile } from "./hub/types.js";
 import { offlineSnapshot, recordComplete } from "./offline.js";
 import { type FilePlan, planFiles } from "./plan/plan.js";
@@ -18,6 +17,7 @@ import { type SurveyTarget, survey } from "./plan/survey.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { openNoFollow, writeFileAtomic } from "./util/atomic-write.js";
+import { atPath, diskError } from "./util/io-error.js";
 import { sleep as defaultSleep, type Sleep } from "./util/retry.js";
 
 export interface DownloadOptions {
@@ -36,17 +36,12 @@ export async function resolveUrlRevision(
   config: Config,
   signal: AbortSignal,
 ): Promise<{ commit: string; revision: string; path: string }> {
-  const choices = config.urlTarget?.choices ?? [{ revision: config.revision, path: "" }];
-  for (const [i, c] of choices.entries()) {
-    try {
-      const { commit } = await resolveRevision(hub, config.repo, c.revision, signal);
-      return { commit, revision: c.revision, path: c.path };
-    } catch (err) {
-      const last = i === choices.length - 1;
-      if (last || !(err instanceof HfgetError) || err.code !== "REVISION_NOT_FOUND") throw err;
-    }
-  }
-  throw new HfgetError("REVISION_NOT_FOUND", `${repoLabel(config.repo)}: no revision`);
+  return resolveChoices(hub, config.repo, revisionChoices(config), signal);
+}
+
+/** The readings of the revision to try, in order: a pasted URL's splits, else --revision. */
+export function revisionChoices(config: Config): readonly RevisionChoice[] {
+  return config.urlTarget?.choices ?? [{ revision: config.revision, path: "" }];
 }
 
 /** What a pasted URL's path narrows the run to: one file (blob/resolve) or a folder (tree). */
@@ -129,7 +124,7 @@ async function writeLocalDirGitignore(localDir: string, dirs: SafeDirs): Promise
     const fh = await openNoFollow(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
     await fh.writeFile("*").finally(() => fh.close());
   } catch (err) {
-    if ((err as { code?: string }).code !== "EEXIST") throw diskError(err, path, "cannot write");
+    if ((err as { code?: string }).code !== "EEXIST") throw diskError(err, path);
   }
 }
 
@@ -151,15 +146,27 @@ export async function download(
   if (!config.dryRun) {
     const target = config.localDir ?? cachePaths(config.cacheDir, config.repo).repoDir;
     await makeDirs(target);
+    // An existing folder on a read-only mount or without write permission: said now, not after
+    // the listing (access(2) answers EROFS/EACCES as a write would).
+    await atPath(target, () => access(target, constants.W_OK), "cannot write to");
   }
-  const resolved = await resolveUrlRevision(hub, config, signal);
-  const { commit } = resolved;
-  if (resolved.revision !== config.revision) config = { ...config, revision: resolved.revision };
+  // Revision -> commit and the listing from the first endpoint that answers; the commit is pinned.
+  const pinned = await pinListing(session.hubs, config.repo, revisionChoices(config), {
+    signal,
+    onSkip: (r) =>
+      emit({
+        type: "endpoint-skipped",
+        endpoint: r.endpoint,
+        reason: r.error.message,
+        ...(r.next === undefined ? {} : { next: r.next }),
+      }),
+  });
+  const { commit } = pinned;
+  if (pinned.revision !== config.revision) config = { ...config, revision: pinned.revision };
   emit({ type: "resolved", commit });
-  const all: RepoFile[] = [];
-  for await (const f of listFiles(hub, config.repo, commit, { signal })) all.push(f);
+  const all: RepoFile[] = [...pinned.files];
   emit({ type: "listed", files: all.length });
-  const files = selectFiles(all, config, resolved.path);
+  const files = selectFiles(all, config, pinned.path);
 
   const cache = cachePaths(config.cacheDir, config.repo);
   const local = config.localDir === undefined ? undefined : localDirPaths(config.localDir);
@@ -167,8 +174,6 @@ export async function download(
   const outPath = local ? local.root : cache.snapshotDir(commit);
   const dirs = new SafeDirs(root);
   if (local && !config.dryRun) await writeLocalDirGitignore(local.root, dirs);
-  const placementOf = (f: RepoFile): Placement =>
-    local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs);
 
   // The plan step: one read-only survey of the target, then a pure decision per file.
   const target: SurveyTarget = local
@@ -179,9 +184,16 @@ export async function download(
     planFiles(files, surveys, { force: config.force }).map((p) => [p.path, p]),
   );
   const planOf = (f: RepoFile): FilePlan => plans.get(f.path)!;
+  // `reuse`: the engine asks isPresent() under the blob's lock, which links or copies the blob from
+  // another repo of the cache after re-hashing it (and the engine fetches when none verifies).
+  const reuseOf = (f: RepoFile): readonly string[] =>
+    planOf(f).action === "reuse" ? (surveys.get(f.path)?.reuseFrom ?? []) : [];
+  const placementOf = (f: RepoFile): Placement =>
+    local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs, reuseOf(f));
   const allWorks: FileWork[] = files.map((file) => ({
     file,
-    sources: [{ endpoint: hub.http.endpoint, url: hub.resolveUrl(config.repo, commit, file.path) }],
+    // Every endpoint at the pinned commit; the engine's source pool picks per chunk and fails over.
+    sources: pinned.sourcesFor(file),
     placement: placementOf(file),
     force: config.force,
   }));
@@ -230,7 +242,9 @@ export async function download(
   let bytesDownloaded = 0;
   const engine = new Engine(
     {
-      http: hub.http,
+      // Preferred = the endpoint that answered the metadata (error messages say whether a token
+      // went there by http.endpointOrigin); the token still goes to every listed origin.
+      http: pinned.endpoint === hub.endpoint ? hub.http : hub.http.withEndpoint(pinned.endpoint),
       options: config,
       retry: hub.retry,
       signal,

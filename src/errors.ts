@@ -18,12 +18,16 @@ export type ErrorCode =
   | "VERIFY_FAILED"
   | "DISK"
   | "OFFLINE"
-  | "INTERRUPTED";
+  | "INTERRUPTED"
+  /** The user declined a confirmation (`cache rm`/`prune` answered no, or stdin ended): exit 1 as `hf cache rm`. */
+  | "ABORTED";
 
 /** Exit codes are documented in the README; change them only with it. */
 export const EXIT_CODES = {
   OK: 0,
   GENERIC: 1,
+  /** A declined confirmation: the same 1 `hf cache rm` exits with (click's Abort). */
+  ABORTED: 1,
   USAGE: 2,
   NOT_FOUND: 3,
   AUTH: 4,
@@ -58,6 +62,8 @@ export function exitCodeFor(code: ErrorCode): number {
       return EXIT_CODES.DISK;
     case "INTERRUPTED":
       return EXIT_CODES.INTERRUPTED;
+    case "ABORTED":
+      return EXIT_CODES.ABORTED;
   }
 }
 

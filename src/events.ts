@@ -4,6 +4,13 @@ import type { PlanAction } from "./plan/plan.js";
 export type FileStatus = "downloaded" | "cached" | "failed" | "planned";
 
 export type DownloadEvent =
+  /** An endpoint did not answer the metadata (revision, listing) and was set aside; `next` is tried. */
+  | {
+      readonly type: "endpoint-skipped";
+      readonly endpoint: string;
+      readonly reason: string;
+      readonly next?: string;
+    }
   | { readonly type: "resolved"; readonly commit: string }
   | { readonly type: "listed"; readonly files: number }
   /** The files selected for this run; the ones already present finish at once as "cached". */
@@ -21,6 +28,13 @@ export type DownloadEvent =
   | {
       readonly type: "retry";
       readonly path: string;
+      readonly attempt: number;
+      readonly delayMs: number;
+      readonly reason: string;
+    }
+  /** A hub API request (revision, file listing) failed and is tried again after `delayMs`. */
+  | {
+      readonly type: "api-retry";
       readonly attempt: number;
       readonly delayMs: number;
       readonly reason: string;

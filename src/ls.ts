@@ -1,8 +1,7 @@
 import { cachePaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import { makeFilter } from "./glob.js";
-import { listFiles } from "./hub/list-files.js";
-import { resolveRevision } from "./hub/resolve-revision.js";
+import { type PinOptions, pinListing } from "./hub/metadata.js";
 import { expectedHash, type RepoFile } from "./hub/types.js";
 import { offlineLs } from "./offline.js";
 import { planFile } from "./plan/plan.js";
@@ -28,15 +27,21 @@ export interface LsResult {
 }
 
 /** Lists the files of a repo at a revision, filtered like a download would be. */
-export async function ls(config: Config, session: Session, signal?: AbortSignal): Promise<LsResult> {
+export async function ls(
+  config: Config,
+  session: Session,
+  signal?: AbortSignal,
+  onSkip?: PinOptions["onSkip"],
+): Promise<LsResult> {
   if (config.offline) return offlineLs(config);
-  const { commit } = await resolveRevision(session.hub, config.repo, config.revision, signal);
+  const pinned = await pinListing(session.hubs, config.repo, [{ revision: config.revision, path: "" }], {
+    signal,
+    ...(onSkip ? { onSkip } : {}),
+  });
+  const { commit } = pinned;
   const filter = makeFilter(config.include, config.exclude);
   const paths = cachePaths(config.cacheDir, config.repo);
-  const picked: RepoFile[] = [];
-  for await (const f of listFiles(session.hub, config.repo, commit, { signal })) {
-    if (filter(f.path)) picked.push(f);
-  }
+  const picked: RepoFile[] = pinned.files.filter((f) => filter(f.path));
   // Same survey and plan as a download: a blob of another size is not cached.
   const surveys = await survey({ kind: "cache", paths, commit }, picked);
   const files: LsEntry[] = picked.map((f) => {

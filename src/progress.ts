@@ -2,10 +2,12 @@ import chalk from "chalk";
 import cliProgress from "cli-progress";
 import type { DownloadEvent } from "./events.js";
 import { formatBytes, formatDuration, formatRate } from "./format.js";
+import { type BarLineState, type BarLineStyle, formatBarLine, truncateEnd } from "./progress-line.js";
 
 export interface Reporter {
   onEvent(e: DownloadEvent): void;
-  stop(): void;
+  /** The run is over; `result.path` (where the files went) is named in the summary line. */
+  stop(result?: { readonly path: string }): void;
 }
 
 export interface ReporterOptions {
@@ -25,9 +27,10 @@ class Totals {
   cached = 0;
   failed = 0;
   retries = 0;
+  /** Bytes that came from the network in this run (bytesDone also counts resumed bytes). */
+  fetched = 0;
   readonly started: number;
-  /** (time, bytesDone) samples for a rate over the last few seconds. */
-  samples: [number, number][] = [];
+  readonly #meter = new RateMeter();
 
   constructor(readonly now: () => number) {
     this.started = now();
@@ -44,6 +47,7 @@ class Totals {
         break;
       case "bytes":
         this.bytesDone += e.bytes;
+        this.fetched += e.bytes;
         break;
       case "retry":
         this.retries++;
@@ -61,12 +65,28 @@ class Totals {
   }
 
   rate(): number {
-    const t = this.now();
-    this.samples.push([t, this.bytesDone]);
-    while (this.samples.length > 2 && t - this.samples[0]![0] > 5000) this.samples.shift();
-    const [t0, b0] = this.samples[0]!;
-    return t > t0 ? ((this.bytesDone - b0) * 1000) / (t - t0) : 0;
+    return this.#meter.rate(this.now(), this.bytesDone);
   }
+}
+
+/** A rate over the last few seconds from (time, value) samples taken at each call. */
+class RateMeter {
+  readonly #samples: [number, number][] = [];
+
+  rate(t: number, value: number): number {
+    this.#samples.push([t, value]);
+    while (this.#samples.length > 2 && t - this.#samples[0]![0] > 5000) this.#samples.shift();
+    const [t0, v0] = this.#samples[0]!;
+    return t > t0 ? ((value - v0) * 1000) / (t - t0) : 0;
+  }
+}
+
+/** The last line of a run, on a terminal or not: files, bytes, time, average rate, where they went. */
+export function summaryLine(t: Totals, where?: string): string {
+  const secs = (t.now() - t.started) / 1000;
+  const rate = secs > 0 && t.fetched > 0 ? ` (${formatRate(t.fetched / secs)})` : "";
+  const to = where !== undefined ? ` -> ${where}` : "";
+  return `hfget: finished ${t.filesDone - t.failed}/${t.filesTotal} files (${t.cached} already present), ${formatBytes(t.bytesDone)} in ${formatDuration(secs)}${rate}${to}`;
 }
 
 /** Nothing at all (--quiet, --json without a terminal). */
@@ -115,12 +135,17 @@ export function lineReporter(opts: ReporterOptions): Reporter {
         write(`hfget: ${e.endpoint} ${what} (${e.path}: ${e.reason})`);
       } else if (e.type === "lock-wait")
         write(`hfget: waiting for ${e.path}: another process holds its lock ${e.lock}`);
-      else if (e.type === "retry" && e.delayMs >= 1000 && now() - lastWait >= every) {
+      else if (
+        (e.type === "retry" || e.type === "api-retry") &&
+        e.delayMs >= 1000 &&
+        now() - lastWait >= every
+      ) {
         // Waits are said (a run that gets 429s for minutes must not look hung), at most once per
         // status interval: 32 connections backing off together would otherwise print 32 lines.
         lastWait = now();
+        const what = e.type === "retry" ? `${e.path}: ` : "";
         write(
-          `hfget: ${e.path}: ${e.reason}; waiting ${formatDuration(e.delayMs / 1000)} (attempt ${e.attempt})`,
+          `hfget: ${what}${e.reason}; waiting ${formatDuration(e.delayMs / 1000)} (attempt ${e.attempt})`,
         );
       }
       if (now() - last >= every) {
@@ -128,84 +153,155 @@ export function lineReporter(opts: ReporterOptions): Reporter {
         status();
       }
     },
-    stop() {
-      if (t.filesTotal > 0) {
-        const secs = (now() - t.started) / 1000;
-        write(
-          `hfget: finished ${t.filesDone - t.failed}/${t.filesTotal} files (${t.cached} already present), ${formatBytes(t.bytesDone)} in ${formatDuration(secs)}`,
-        );
-      }
+    stop(result) {
+      if (t.filesTotal > 0) write(summaryLine(t, result?.path));
     },
   };
 }
 
-/** A terminal: an overall bar plus one bar per large file in flight. */
+type Wait =
+  | { readonly kind: "lock" }
+  | { readonly kind: "retry"; readonly until: number; readonly reason: string };
+
+/** "429" from "file w.bin: rate limited (429)" or "HTTP 503"; else the reason, cut short. */
+export function shortReason(reason: string): string {
+  const status = /\((\d{3})\)/.exec(reason) ?? /\bHTTP (\d{3})\b/.exec(reason);
+  return status?.[1] ?? truncateEnd(reason, 24);
+}
+
+/** What a waiting file (or the whole run, when nothing moves) shows instead of its rate and ETA. */
+export function describeWaits(waits: readonly Wait[], now: number): string | undefined {
+  const retries = waits.filter((w) => w.kind === "retry");
+  if (retries.length > 0) {
+    // The soonest: when something will happen next.
+    const next = retries.reduce((a, b) => (b.until < a.until ? b : a));
+    return `retrying in ${formatDuration(Math.max(0, next.until - now) / 1000)} (${shortReason(next.reason)})`;
+  }
+  if (waits.length === 1) return "waiting for lock held by another process";
+  if (waits.length > 1) return `${waits.length} files waiting for locks held by other processes`;
+  return undefined;
+}
+
+/** A terminal: an overall bar plus one bar per large file in flight; a summary line at the end. */
 export function barReporter(opts: ReporterOptions): Reporter {
   const now = opts.now ?? Date.now;
   const t = new Totals(now);
+  const style: BarLineStyle = {
+    bar: (filled, empty) => chalk.cyan(filled) + chalk.gray(empty),
+    name: (s) => s,
+  };
   const multi = new cliProgress.MultiBar(
     {
       stream: opts.stream,
       hideCursor: true,
-      clearOnComplete: false,
+      // The bars go at the end; the summary line stays.
+      clearOnComplete: true,
       stopOnComplete: false,
+      linewrap: false,
       fps: 5,
-      format: (options, params, payload: { name?: string; rate?: string; eta?: string }) => {
-        const width = options.barsize ?? 30;
-        const done = Math.round(params.progress * width);
-        const bar = chalk.cyan("█".repeat(done)) + chalk.gray("░".repeat(Math.max(0, width - done)));
-        const pct = `${Math.floor(params.progress * 100)}`.padStart(3);
-        return `${bar} ${pct}% ${formatBytes(params.value).padStart(9)} / ${formatBytes(params.total).padEnd(9)} ${payload.rate ?? ""} ${payload.eta ?? ""} ${payload.name ?? ""}`;
-      },
+      // One column short of the edge: a line that fills the last column wraps on some terminals.
+      format: (_options, params, payload: { state?: BarLineState }) =>
+        payload.state === undefined
+          ? ""
+          : formatBarLine(payload.state, Math.max(1, params.maxWidth - 1), style),
     },
     cliProgress.Presets.shades_classic,
   );
-  const overall = multi.create(1, 0, { name: "total" });
-  const bars = new Map<string, cliProgress.SingleBar>();
-  const fileBytes = new Map<string, number>();
+  let overall: cliProgress.SingleBar | undefined;
+  const bars = new Map<
+    string,
+    { bar: cliProgress.SingleBar; size: number; done: number; meter: RateMeter }
+  >();
+  const waits = new Map<string, Wait>();
+  let lastBytes = Number.NEGATIVE_INFINITY;
+  let planned = false;
+  /** Files started and not done. */
+  const inFlight = new Set<string>();
+  /** The key of an API request's wait in `waits` (no file path is empty). */
+  const API = "";
   const BIG = 8 * 1024 * 1024;
-  const tick = setInterval(() => {
+  const waitOf = (path: string): string | undefined => {
+    const w = waits.get(path);
+    return w === undefined ? undefined : describeWaits([w], now());
+  };
+  const render = () => {
     const rate = t.rate();
+    for (const [path, w] of waits) if (w.kind === "retry" && w.until <= now()) waits.delete(path);
+    if (overall === undefined) return;
+    const name = planned ? `total ${t.filesDone}/${t.filesTotal} files` : "contacting the hub";
+    // The run's line tells of a wait when every file in flight waits, or no bytes came for a second
+    // (a tiny file done just before must not hide it behind "2 B/s, ETA 1464h").
+    const moving = [...inFlight].some((p) => !waits.has(p));
+    const idle = !moving || now() - lastBytes >= 1000;
+    const wait = idle ? describeWaits([...waits.values()], now()) : undefined;
+    const state: BarLineState = { name, done: t.bytesDone, total: t.bytesTotal, rate, wait };
     overall.setTotal(Math.max(1, t.bytesTotal));
-    overall.update(t.bytesDone, {
-      name: chalk.bold(`total ${t.filesDone}/${t.filesTotal} files`),
-      rate: formatRate(rate),
-      eta: rate > 0 ? `ETA ${formatDuration((t.bytesTotal - t.bytesDone) / rate)}` : "",
-    });
-    for (const [path, bar] of bars) bar.update(fileBytes.get(path) ?? 0);
-  }, 200);
+    overall.update(t.bytesDone, { state });
+    for (const [path, b] of bars) {
+      const fileRate = b.meter.rate(now(), b.done);
+      b.bar.update(b.done, {
+        state: { name: path, done: b.done, total: b.size, rate: fileRate, wait: waitOf(path) },
+      });
+    }
+  };
+  const tick = setInterval(render, 200);
   tick.unref();
   return {
     onEvent(e) {
       t.apply(e);
-      if (e.type === "file-start" && e.size >= BIG) {
-        fileBytes.set(e.path, e.resumedBytes);
-        bars.set(e.path, multi.create(e.size, e.resumedBytes, { name: e.path }));
-      } else if (e.type === "bytes" && bars.has(e.path)) {
-        fileBytes.set(e.path, (fileBytes.get(e.path) ?? 0) + e.bytes);
+      if (e.type === "planned") planned = true;
+      // The run's line appears with the plan, or earlier when an API request must wait.
+      if ((e.type === "planned" || e.type === "api-retry") && overall === undefined) {
+        overall = multi.create(1, 0, { state: { name: "", done: 0, total: 0, rate: 0 } });
+        render();
+      }
+      if (e.type === "api-retry") {
+        if (e.delayMs >= 1000) waits.set(API, { kind: "retry", until: now() + e.delayMs, reason: e.reason });
+        render();
+      } else if (e.type === "file-start") {
+        waits.delete(e.path);
+        waits.delete(API);
+        inFlight.add(e.path);
+        if (e.size >= BIG && !bars.has(e.path)) {
+          const state: BarLineState = { name: e.path, done: e.resumedBytes, total: e.size, rate: 0 };
+          const bar = multi.create(e.size, e.resumedBytes, { state });
+          bars.set(e.path, { bar, size: e.size, done: e.resumedBytes, meter: new RateMeter() });
+        }
+      } else if (e.type === "bytes") {
+        waits.delete(e.path);
+        lastBytes = now();
+        const b = bars.get(e.path);
+        if (b) b.done += e.bytes;
+      } else if (e.type === "lock-wait") {
+        waits.set(e.path, { kind: "lock" });
+        // Once per file (the engine says it once): which file, and whose lock, stays above the bars.
+        multi.log(`${chalk.yellow("waiting")} for ${e.path}: another process holds its lock ${e.lock}\n`);
+      } else if (e.type === "retry" && e.delayMs >= 1000) {
+        // Short backoffs are not worth a word; a long one (429 Retry-After) must not look like a hang.
+        waits.set(e.path, { kind: "retry", until: now() + e.delayMs, reason: e.reason });
       } else if (e.type === "file-done") {
-        const bar = bars.get(e.path);
-        if (bar) {
-          multi.remove(bar);
+        waits.delete(e.path);
+        inFlight.delete(e.path);
+        const b = bars.get(e.path);
+        if (b) {
+          multi.remove(b.bar);
           bars.delete(e.path);
-          fileBytes.delete(e.path);
         }
         if (e.status === "failed") multi.log(`${chalk.red("failed")} ${e.path}\n`);
+      } else if (e.type === "source-set-aside" && e.for !== "request") {
+        // As in CI lines: an endpoint marked down or dropped is said; a chunk moved once is not.
+        const what = e.for === "run" ? "dropped for this run" : "down for a while";
+        multi.log(`${chalk.yellow(e.endpoint)} ${what} (${e.path}: ${e.reason})\n`);
       } else if (e.type === "verify-failed") {
         multi.log(
           `${chalk.yellow("hash mismatch")} ${e.path}${e.willRetry ? ", downloading it again" : ""}\n`,
         );
       }
     },
-    stop() {
+    stop(result) {
       clearInterval(tick);
-      overall.setTotal(Math.max(1, t.bytesTotal));
-      overall.update(t.bytesDone, {
-        name: chalk.bold(`total ${t.filesDone}/${t.filesTotal} files`),
-        rate: "",
-        eta: "",
-      });
       multi.stop();
+      if (t.filesTotal > 0) opts.stream.write(`${summaryLine(t, result?.path)}\n`);
     },
   };
 }

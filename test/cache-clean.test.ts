@@ -74,6 +74,56 @@ async function hfgetCache(hub: FakeHub) {
   return { cache, env };
 }
 
+/** `hf cache <args>` of huggingface_hub 1.28 (its CLI main), stdin as given. */
+const PY_HF_CLI = `
+import sys
+from huggingface_hub.cli.hf import main
+sys.argv = ["hf"] + sys.argv[1:]
+main()
+`;
+
+describe("hfget cache rm/prune: a declined confirmation", () => {
+  it("exits 1 with nothing deleted, as `hf cache rm` 1.28 does (stdin not a terminal: end of input, n, empty line)", async (t) => {
+    const { a } = alpha();
+    await withHub([a, beta()], {}, async (hub) => {
+      const { cache, env } = await hfgetCache(hub);
+      const dir = repoCacheDir(cache, "model", "org/beta");
+      const before = blobNames(dir);
+      for (const input of [undefined, "n\n", "\n", "no\n"]) {
+        const opts = input === undefined ? { env } : { env, input };
+        const r = await runCli(["cache", "rm", "org/beta"], opts);
+        assert.equal(r.code, 1, `input ${JSON.stringify(input)}: ${show(r)}`);
+        assert.match(r.stderr, /Proceed with deletion\? \[y\/N\]/);
+        assert.match(r.stderr, /aborted: nothing was deleted/);
+        assert.doesNotMatch(r.stderr, /internal error/);
+        const p = await runCli(["cache", "prune", "--older-than", "0s"], opts);
+        assert.equal(p.code, 1, `prune, input ${JSON.stringify(input)}: ${show(p)}`);
+      }
+      assert.deepEqual(blobNames(dir), before);
+      const yes = await runCli(["cache", "rm", "org/beta"], { env, input: "y\n" });
+      assert.equal(yes.code, 0, show(yes));
+      assert.ok(!existsSync(dir));
+
+      const skip = skipWithoutPython();
+      if (skip) {
+        t.diagnostic(skip);
+        return;
+      }
+      // The real `hf cache rm` on the same cache, stdin a pipe: "n" and end of input both exit 1.
+      for (const input of ["n\n", ""]) {
+        const py = spawnPython("1.28", PY_HF_CLI, ["cache", "rm", "model/org/alpha"], {
+          env: cleanEnv({ HF_HUB_CACHE: cache }),
+        });
+        py.child.stdin?.end(input);
+        const r = await py.done;
+        assert.equal(r.code, 1, `hf cache rm, input ${JSON.stringify(input)}: ${r.stdout}\n${r.stderr}`);
+        assert.match(r.stderr, /Aborted!/);
+      }
+      assert.ok(existsSync(repoCacheDir(cache, "model", "org/alpha")));
+    });
+  });
+});
+
 describe("hfget cache rm", () => {
   it("removes a revision with its refs and only its own blobs; asks, --dry-run; then a repo (hfget cache)", async (t) => {
     const { a, first } = alpha();
@@ -282,8 +332,10 @@ describe("hfget cache dedupe", () => {
     await withHub([r1, r2], {}, async (hub) => {
       const cache = tempDir("hfget-dedupe-");
       const env = cleanEnv({ HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache });
-      for (const id of ["org/one", "org/two"]) {
-        const r = await runCli([id, "--quiet"], { env });
+      // --force for the second: a plain download would hard-link org/one's blob (reuse), leaving
+      // nothing to deduplicate; copies made by other tools (or older hfget) are what dedupe is for.
+      for (const args of [["org/one"], ["org/two", "--force"]]) {
+        const r = await runCli([...args, "--quiet"], { env });
         assert.equal(r.code, 0, show(r));
       }
       const id = readdirSync(join(repoCacheDir(cache, "model", "org/one"), "blobs"))[0]!;

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileFromBuffer, makeRepo, pushCommit, randomBytesSeeded } from "./fakehub/index.js";
 import { cleanEnv, ROOT, repoCacheDir, runCli, show, tempDir, withHub } from "./helpers.js";
+import { runPython } from "./pyclient.js";
 
 // ../shared beside the repo; a git worktree under wt/ finds it one level further up.
 const HF_PYTHON =
@@ -27,6 +28,21 @@ function hfPython(version: "1.28" | "0.36", code: string, env: Record<string, st
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+/** `run(json)`: snapshot_download / hf_hub_download per call; prints one JSON line of {ok: path} or {err}. */
+const PY_OFFLINE_CALLS = `
+import json
+from huggingface_hub import hf_hub_download, snapshot_download
+def run(calls):
+    out = []
+    for c in json.loads(calls):
+        fn = snapshot_download if c["fn"] == "snapshot" else hf_hub_download
+        try:
+            out.append({"ok": str(fn(*c["args"], **c["kw"]))})
+        except Exception as e:
+            out.append({"err": type(e).__name__ + ": " + str(e)})
+    print(json.dumps(out))
+`;
 
 const SCAN = `
 import json, sys
@@ -210,6 +226,60 @@ describe("hfget cache verify", () => {
   });
 });
 
+describe("cache verify: hashing in worker threads", () => {
+  it("finds the same problems, in the same order, on 2 threads as on the main thread", async () => {
+    const { verifyCache } = await import("../src/cache/verify-cache.js");
+    const { createHash } = await import("node:crypto");
+    const { mkdirSync } = await import("node:fs");
+    const cache = tempDir("hfget-verify-threads-");
+    const corrupt: string[] = [];
+    let total = 0;
+    for (const repo of ["models--org--a", "models--org--b", "datasets--org--c"]) {
+      const blobs = join(cache, repo, "blobs");
+      mkdirSync(blobs, { recursive: true });
+      for (let i = 0; i < 6; i++) {
+        const bytes = randomBytesSeeded(500 + i + repo.length, 20_000 + i * 70_001);
+        const git = i % 3 === 2;
+        const name = git
+          ? createHash("sha1").update(`blob ${bytes.length}\0`).update(bytes).digest("hex")
+          : createHash("sha256").update(bytes).digest("hex");
+        if (i % 2 === 1) {
+          bytes[bytes.length - 1]! ^= 1;
+          corrupt.push(`${repo}/blobs/${name}`);
+        }
+        writeFileSync(join(blobs, name), bytes);
+        total += bytes.length;
+      }
+    }
+    // toHash order: folders as listed (sorted), then blob names sorted
+    const expected = [...corrupt].sort((x, y) => {
+      const [fx, fy] = [x.split("/")[0]!, y.split("/")[0]!];
+      return fx === fy ? (x < y ? -1 : 1) : fx < fy ? -1 : 1;
+    });
+    for (const threads of [0, 2]) {
+      const seen: string[] = [];
+      let bytes = 0;
+      const r = await verifyCache(cache, {
+        threads,
+        onEvent: (e) => {
+          if (e.type === "verify-problem") seen.push(e.problem.path);
+          else if (e.type === "verify-bytes") bytes += e.bytes;
+        },
+      });
+      assert.equal(r.blobs, 18, `threads ${threads}`);
+      assert.equal(r.bytes, total);
+      assert.equal(bytes, total, `progress counts every byte (threads ${threads})`);
+      assert.deepEqual(
+        r.problems.map((p) => p.path),
+        expected,
+        `threads ${threads}`,
+      );
+      assert.deepEqual(seen, expected, `events in the same order (threads ${threads})`);
+      assert.ok(r.problems.every((p) => p.kind === "corrupt"));
+    }
+  });
+});
+
 describe("offline (HF_HUB_OFFLINE=1)", () => {
   it("answers like huggingface_hub 1.28: missing named file, incomplete snapshot per trees/, complete ones", async (t) => {
     const skip = skipWithoutPython();
@@ -256,6 +326,121 @@ describe("offline (HF_HUB_OFFLINE=1)", () => {
       assert.equal(pyInc.stdout.trim(), partInc.stdout.trim());
     });
   });
+
+  // huggingface_hub 0.36 and 1.28 offline, case by case. They differ in one place: 0.36 returns an
+  // existing snapshot folder (or a non-empty local dir) without checking it ("we can't check if all
+  // the files are actually there"), 1.28 checks it against trees/<commit>.json and raises
+  // IncompleteSnapshotError. hfget follows 1.28: a snapshot missing files it knows of is exit 3,
+  // never reported complete (issue 8 item 3). Where no trees/ listing exists (a cache written by
+  // 0.36, which writes none) nobody can tell, and all three return the folder.
+  for (const v of ["1.28", "0.36"] as const) {
+    it(`offline cases compared with huggingface_hub ${v}`, { timeout: 120_000 }, async (t) => {
+      const skip = skipWithoutPython();
+      if (skip) {
+        t.skip(skip);
+        return;
+      }
+      await withHub(repos(), {}, async (hub) => {
+        const offEnv = cleanEnv({ HF_HUB_OFFLINE: "1", HF_ENDPOINT: "http://127.0.0.1:9" });
+        const off = (cache: string) => ({ ...offEnv, HF_HUB_CACHE: cache });
+        type Call = { fn: "snapshot" | "file"; args: string[]; kw: Record<string, unknown> };
+        /** Several offline calls in one Python process (each start costs seconds): path or error each. */
+        const py = (calls: Call[]) => {
+          const r = hfPython(v, `${PY_OFFLINE_CALLS}\nrun(${JSON.stringify(JSON.stringify(calls))})`, offEnv);
+          assert.equal(r.code, 0, r.stderr);
+          return JSON.parse(r.stdout.trim().split("\n").pop() ?? "[]") as { ok?: string; err?: string }[];
+        };
+        const hf = (env: Record<string, string | undefined>, ...args: string[]) =>
+          runCli(["org/beta", "--quiet", ...args], { env });
+
+        const cache = tempDir("hfget-cache-");
+        const filled = await hf(cleanEnv({ HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache }));
+        assert.equal(filled.code, 0, show(filled));
+        const repoDir = repoCacheDir(cache, "model", "org/beta");
+        const commit = readFileSync(join(repoDir, "refs", "main"), "utf8");
+        const snap = join(repoDir, "snapshots", commit);
+        // A cache written by huggingface_hub itself: 1.28 leaves trees/<commit>.json, 0.36 none.
+        // (Asynchronously: the fake hub answers from this process's event loop.)
+        const own = tempDir("hfget-cache-");
+        const fill = await runPython(
+          v,
+          "from huggingface_hub import snapshot_download\nsnapshot_download('org/beta')",
+          [],
+          {
+            env: cleanEnv({ HF_ENDPOINT: hub.url, HF_HUB_CACHE: own, HF_HUB_DISABLE_XET: "1" }),
+          },
+        );
+        assert.equal(fill.code, 0, fill.stderr);
+        const ownRepo = repoCacheDir(own, "model", "org/beta");
+        const ownSnap = join(ownRepo, "snapshots", commit);
+        assert.equal(existsSync(join(ownRepo, "trees", `${commit}.json`)), v === "1.28");
+        const local = tempDir("hfget-local-");
+        const lr = await runCli(["org/beta", "--local-dir", local, "--quiet"], {
+          env: cleanEnv({ HF_ENDPOINT: hub.url }),
+        });
+        assert.equal(lr.code, 0, show(lr));
+
+        // 1. Complete: a snapshot written by hfget, one written by huggingface_hub, a local dir
+        //    written by hfget: the same folder each. 2. A file not in the cache: both refuse.
+        const full = await hf(off(cache));
+        const ownFull = await hf(off(own));
+        const lOk = await hf(off(cache), "--local-dir", local);
+        const named = await hf(off(cache), "nope.txt");
+        const [pFull, pOwnFull, pLOk, pNamed] = py([
+          { fn: "snapshot", args: ["org/beta"], kw: { cache_dir: cache } },
+          { fn: "snapshot", args: ["org/beta"], kw: { cache_dir: own } },
+          { fn: "snapshot", args: ["org/beta"], kw: { cache_dir: cache, local_dir: local } },
+          { fn: "file", args: ["org/beta", "nope.txt"], kw: { cache_dir: cache } },
+        ]);
+        for (const [h, p, what] of [
+          [full, pFull, "hfget's cache"],
+          [ownFull, pOwnFull, "huggingface_hub's cache"],
+          [lOk, pLOk, "local dir"],
+        ] as const) {
+          assert.equal(h.code, 0, `${what}: ${show(h)}`);
+          assert.equal(p?.ok, h.stdout.trim(), `${what}: ${JSON.stringify(p)}`);
+        }
+        assert.equal(full.stdout.trim(), snap);
+        assert.equal(named.code, 3, show(named));
+        assert.match(pNamed?.err ?? "", /LocalEntryNotFoundError|EntryNotFound/);
+
+        // 3. Incomplete: a file removed from each. 1.28 and hfget refuse wherever a listing says
+        //    so; 0.36 returns the folder unchecked; without a listing (0.36's own cache) nobody can
+        //    tell. Filtered to the files that are there, all return the folder.
+        rmSync(join(snap, "sub", "readme.md"));
+        rmSync(join(ownSnap, "sub", "readme.md"));
+        rmSync(join(local, "weights.bin"));
+        const part = await hf(off(cache));
+        const inc = await hf(off(cache), "--include", "*.bin");
+        const ownPart = await hf(off(own));
+        const lBad = await hf(off(cache), "--local-dir", local);
+        const [pPart, pInc, pOwnPart, pLBad] = py([
+          { fn: "snapshot", args: ["org/beta"], kw: { cache_dir: cache } },
+          { fn: "snapshot", args: ["org/beta"], kw: { cache_dir: cache, allow_patterns: ["*.bin"] } },
+          { fn: "snapshot", args: ["org/beta"], kw: { cache_dir: own } },
+          { fn: "snapshot", args: ["org/beta"], kw: { cache_dir: cache, local_dir: local } },
+        ]);
+        assert.equal(part.code, 3, show(part));
+        assert.equal(lBad.code, 3, show(lBad));
+        assert.match(lBad.stderr, /weights\.bin/);
+        assert.equal(inc.code, 0, show(inc));
+        assert.equal(pInc?.ok, inc.stdout.trim(), JSON.stringify(pInc));
+        if (v === "1.28") {
+          assert.match(pPart?.err ?? "", /IncompleteSnapshotError/, JSON.stringify(pPart));
+          assert.match(pLBad?.err ?? "", /IncompleteSnapshotError/, JSON.stringify(pLBad));
+          // hfget reads the listing 1.28 wrote: both refuse.
+          assert.equal(ownPart.code, 3, show(ownPart));
+          assert.match(ownPart.stderr, /sub\/readme\.md/);
+          assert.match(pOwnPart?.err ?? "", /IncompleteSnapshotError/, JSON.stringify(pOwnPart));
+        } else {
+          assert.equal(pPart?.ok, snap, "0.36 returns an incomplete snapshot folder without checking it");
+          assert.equal(pLBad?.ok, local, "0.36 returns a non-empty local dir without checking it");
+          assert.equal(ownPart.code, 0, show(ownPart));
+          assert.equal(pOwnPart?.ok, ownPart.stdout.trim(), JSON.stringify(pOwnPart));
+        }
+      });
+    });
+  }
 
   it("--local-dir offline: a complete dir is accepted, an incomplete one names what is missing", async () => {
     await withHub(repos(), {}, async (hub) => {

@@ -7,8 +7,10 @@ import {
   buildConfig,
   defaultCacheDir,
   normalizeEndpoint,
+  parseEndpointList,
   parseSize,
   resolveEndpoint,
+  resolveEndpoints,
   resolveToken,
 } from "../src/config.js";
 import { HfgetError } from "../src/errors.js";
@@ -47,6 +49,76 @@ describe("endpoint", () => {
     assert.equal(resolveEndpoint(undefined, { HF_ENDPOINT: "https://e.example/" }), "https://e.example");
     assert.equal(resolveEndpoint(undefined, {}), "https://huggingface.co");
     assert.equal(resolveEndpoint(undefined, { HF_ENDPOINT: "  " }), "https://huggingface.co");
+  });
+});
+
+describe("several endpoints", () => {
+  it("parses repeated and comma-separated lists: normalized, deduplicated, in order", () => {
+    assert.deepEqual(parseEndpointList(["a.example, http://127.0.0.1:9/x/", "b.example"], "--mirror"), [
+      "https://a.example",
+      "http://127.0.0.1:9/x",
+      "https://b.example",
+    ]);
+    assert.deepEqual(parseEndpointList(["a.example,https://a.example/,a.example,"], "--mirror"), [
+      "https://a.example",
+    ]);
+    const e = usage(() => parseEndpointList([" , "], "HFGET_MIRRORS"));
+    assert.match(e.message, /HFGET_MIRRORS names no endpoint/);
+    assert.match(usage(() => parseEndpointList(["a.example,ftp://b"], "--mirror")).message, /ftp:\/\/b/);
+  });
+
+  it("precedence: --mirror, else HFGET_MIRRORS, else HF_ENDPOINT, else the pasted URL's host, else the hub", () => {
+    const env = { HFGET_MIRRORS: "m1.example,m2.example", HF_ENDPOINT: "https://e.example" };
+    assert.deepEqual(resolveEndpoints(["f.example", "g.example"], env, undefined).endpoints, [
+      "https://f.example",
+      "https://g.example",
+    ]);
+    assert.deepEqual(resolveEndpoints(undefined, env, undefined).endpoints, [
+      "https://m1.example",
+      "https://m2.example",
+    ]);
+    assert.deepEqual(
+      resolveEndpoints([], { HF_ENDPOINT: "https://e.example", HFGET_MIRRORS: " " }, undefined).endpoints,
+      ["https://e.example"],
+    );
+    // HF_ENDPOINT stays one URL (other tools read it): a comma in it is not a list.
+    usage(() => resolveEndpoints(undefined, { HF_ENDPOINT: "a.example,b.example" }, undefined));
+    assert.deepEqual(resolveEndpoints(undefined, {}, "https://hf-mirror.com").endpoints, [
+      "https://hf-mirror.com",
+    ]);
+    assert.deepEqual(resolveEndpoints(undefined, {}, undefined).endpoints, ["https://huggingface.co"]);
+  });
+
+  it("a pasted URL's host: a notice when the list leaves it out, none when the list has it", () => {
+    const url = "https://hf-mirror.com";
+    const left = resolveEndpoints(["a.example", "b.example"], {}, url);
+    assert.equal(
+      left.notice,
+      "using https://a.example, https://b.example (--mirror), not the URL's host https://hf-mirror.com",
+    );
+    assert.equal(
+      resolveEndpoints(undefined, { HFGET_MIRRORS: "a.example,hf-mirror.com" }, url).notice,
+      undefined,
+    );
+    assert.match(
+      resolveEndpoints(undefined, { HFGET_MIRRORS: "a.example" }, url).notice ?? "",
+      /\(HFGET_MIRRORS\)/,
+    );
+  });
+
+  it("Config.endpoints holds the list and Config.endpoint its first; --endpoint is an alias after --mirror", () => {
+    const c = buildConfig(
+      { repoId: "a/b", mirror: ["x.example,y.example"], endpoint: ["z.example", "x.example"] },
+      {},
+    );
+    assert.deepEqual(c.endpoints, ["https://x.example", "https://y.example", "https://z.example"]);
+    assert.equal(c.endpoint, c.endpoints[0]);
+    const single = buildConfig({ repoId: "a/b", mirror: "q.example" }, {});
+    assert.deepEqual(single.endpoints, ["https://q.example"]);
+    const env = buildConfig({ repoId: "a/b" }, { HFGET_MIRRORS: "m1.example,m2.example" });
+    assert.equal(env.endpoint, "https://m1.example");
+    assert.equal(env.endpoints.length, 2);
+    assert.ok(Object.isFrozen(c));
   });
 });
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { scanCacheDir } from "@huggingface/hub";
@@ -453,5 +453,84 @@ describe("hfget <repo>: download into the cache", () => {
     assert.match(out, /total \d\/6 files/, "the overall bar counts files");
     assert.match(out, /100% +134 MB \/ 134 MB/, "and ends full");
     assert.match(out, /snapshots\//, "the path is printed too");
+  });
+});
+
+describe("a blob already under another repo of the cache is reused, not fetched", () => {
+  const weights = randomBytesSeeded(111, 3 * MiB + 5);
+  const one = makeRepo("org/one", [
+    fileFromBuffer("config.json", Buffer.from('{"one":1}')),
+    fileFromBuffer("w.safetensors", weights, { lfs: true }),
+  ]);
+  const two = makeRepo("org/two", [
+    fileFromBuffer("config.json", Buffer.from('{"two":2}')),
+    fileFromBuffer("w.safetensors", weights, { lfs: true }),
+  ]);
+  const sha = one.commits[0]!.files.find((f) => f.path === "w.safetensors")!.lfs!.sha256;
+  let hub: FakeHub;
+  before(async () => {
+    hub = await startFakeHub({ repos: [one, two] });
+  });
+  after(async () => {
+    await hub.close();
+  });
+  /** Body bytes of the weights sent by either server (the CDN URL names the sha256). */
+  const weightBytes = () =>
+    hub.log
+      .filter((e) => e.url.includes(sha) || e.url.includes("w.safetensors"))
+      .reduce((n, e) => n + e.bytesSent, 0);
+  const get = (repo: string, cache: string, extra: string[] = []) =>
+    runCli([repo, "--mirror", hub.url, "--cache-dir", cache, "--quiet", "--json", ...extra], {
+      env: cleanEnv(),
+    });
+
+  it("the second repo hard-links the verified blob: dry-run says reuse, 0 bytes of it from the hub", async () => {
+    const cache = tempDir();
+    const r1 = await get("org/one", cache);
+    assert.equal(r1.code, 0, r1.stderr);
+    hub.clearLog();
+    const dry = await runCli(["org/two", "--mirror", hub.url, "--cache-dir", cache, "--dry-run"], {
+      env: cleanEnv(),
+    });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stderr, /^reuse {2}w\.safetensors$/m);
+    assert.match(dry.stderr, /1 reuse/);
+    const r2 = await get("org/two", cache);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal(weightBytes(), 0, "no byte of the weights from the hub or the CDN");
+    const out = JSON.parse(r2.stdout) as { bytesToFetch: number; files: { path: string; action: string }[] };
+    assert.equal(out.files.find((f) => f.path === "w.safetensors")?.action, "reuse");
+    assert.equal(out.bytesToFetch, Buffer.from('{"two":2}').length);
+    const d1 = repoCacheDir(cache, "model", "org/one");
+    const d2 = repoCacheDir(cache, "model", "org/two");
+    assert.deepEqual(cacheProblems(d2, two.commits[0]!.sha, two.commits[0]!.files), []);
+    assert.deepEqual(cacheProblems(d1, one.commits[0]!.sha, one.commits[0]!.files), []);
+    const b1 = statSync(join(d1, "blobs", sha));
+    const b2 = statSync(join(d2, "blobs", sha));
+    assert.equal(b1.ino, b2.ino, "one inode: a hard link");
+    assert.equal(sha256File(join(d2, "snapshots", two.commits[0]!.sha, "w.safetensors")), sha);
+    assert.deepEqual(
+      readdirSync(join(d2, "blobs")).filter((n) => n.includes(".")),
+      [],
+      "no temp file left",
+    );
+  });
+
+  it("a candidate that does not hash to its name is not reused: fetched, and left where it was", async () => {
+    const cache = tempDir();
+    const r1 = await get("org/one", cache);
+    assert.equal(r1.code, 0, r1.stderr);
+    const d1 = repoCacheDir(cache, "model", "org/one");
+    const bad = Buffer.from(weights);
+    bad[1000]! ^= 0x01;
+    writeFileSync(join(d1, "blobs", sha), bad); // same size, wrong bytes
+    hub.clearLog();
+    const r2 = await get("org/two", cache);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.ok(weightBytes() >= weights.length, `the weights were fetched (${weightBytes()} bytes)`);
+    const d2 = repoCacheDir(cache, "model", "org/two");
+    assert.deepEqual(cacheProblems(d2, two.commits[0]!.sha, two.commits[0]!.files), []);
+    assert.notEqual(statSync(join(d1, "blobs", sha)).ino, statSync(join(d2, "blobs", sha)).ino);
+    assert.equal(readFileSync(join(d1, "blobs", sha))[1000], bad[1000], "the bad copy is not touched");
   });
 });

@@ -5,12 +5,14 @@ import { createHash } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { SafeDirs } from "../src/cache/commit.js";
 import { buildConfig } from "../src/config.js";
 import { download } from "../src/download.js";
 import { HfgetError, isHfgetError } from "../src/errors.js";
 import { ExpiredUrlError } from "../src/fetch/chunk.js";
 import { decide, FRESH_ATTEMPTS } from "../src/fetch/decide.js";
 import { openSession } from "../src/session.js";
+import { diskError } from "../src/util/io-error.js";
 import { DEFAULT_RETRY_POLICY, type Sleep } from "../src/util/retry.js";
 import { fileFromBuffer, makeRepo, randomBytesSeeded } from "./fakehub/index.js";
 import { tempDir, withHub } from "./helpers.js";
@@ -142,6 +144,58 @@ describe("engine in-process", () => {
     });
   });
 
+  it("a non-errno exception inside a Placement (a TypeError committing the link) is INTERNAL, not DISK", async () => {
+    await withHub([small], {}, async (hub) => {
+      const cacheDir = tempDir();
+      const ensure = SafeDirs.prototype.ensure;
+      // The bug is injected into the library's own Placement: its folder check throws a TypeError
+      // when the snapshot link is made (after the bytes were fetched and verified).
+      SafeDirs.prototype.ensure = function (this: SafeDirs, dir: string) {
+        if (dir.includes("/snapshots/")) {
+          return Promise.reject(new TypeError("placement bug"));
+        }
+        return ensure.call(this, dir);
+      };
+      try {
+        const config = buildConfig({ repoId: "org/small", mirror: hub.url, cacheDir }, {});
+        const session = openSession(config);
+        try {
+          await assert.rejects(
+            download(config, session),
+            (err: unknown) =>
+              !isHfgetError(err) && err instanceof TypeError && err.message === "placement bug",
+          );
+        } finally {
+          await session.close();
+        }
+      } finally {
+        SafeDirs.prototype.ensure = ensure;
+        rmSync(cacheDir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  it("diskError: errno errors become DISK naming the path; Node's own ERR_* and other errors pass unchanged", () => {
+    const eacces = Object.assign(new Error("EACCES: permission denied"), { code: "EACCES" });
+    const d = diskError(eacces, "/x/y");
+    assert.ok(isHfgetError(d) && d.code === "DISK" && d.exitCode === 7);
+    assert.match(d.message, /\/x\/y: permission denied \(EACCES\)/);
+    const erofs = diskError(
+      Object.assign(new Error("ro"), { code: "EROFS" }),
+      "/ro",
+      "cannot create the folder",
+    );
+    assert.ok(
+      isHfgetError(erofs) && erofs.message === "cannot create the folder /ro: read-only file system (EROFS)",
+    );
+    const nodeBug = Object.assign(new TypeError("bad arg"), { code: "ERR_INVALID_ARG_TYPE" });
+    assert.equal(diskError(nodeBug, "/x"), nodeBug);
+    const plain = new RangeError("oops");
+    assert.equal(diskError(plain, "/x"), plain);
+    const net = new HfgetError("NETWORK", "reset");
+    assert.equal(diskError(net, "/x"), net);
+  });
+
   it("two runs in one process, the cache removed between them; the caller's signal is let go", async () => {
     await withHub([small], {}, async (hub) => {
       const cacheDir = tempDir();
@@ -177,6 +231,50 @@ describe("engine in-process", () => {
           rmSync(cacheDir, { recursive: true, force: true });
         }
         assert.ok(added > 0 && removed >= added, `listeners added ${added}, removed ${removed}`);
+      } finally {
+        rmSync(cacheDir, { recursive: true, force: true });
+      }
+    });
+  });
+  it("one session, two runs (cache and --local-dir), the target removed between them: both complete", async () => {
+    await withHub([small], {}, async (hub) => {
+      const cacheDir = tempDir();
+      const localDir = join(tempDir(), "out");
+      try {
+        const configs = [
+          buildConfig({ repoId: "org/small", mirror: hub.url, cacheDir }, {}),
+          buildConfig({ repoId: "org/small", mirror: hub.url, cacheDir, localDir }, {}),
+        ];
+        const session = openSession(configs[0]!);
+        try {
+          for (const config of configs) {
+            for (let run = 0; run < 2; run++) {
+              const what = `${config.localDir === undefined ? "cache" : "local dir"} run ${run}`;
+              const r = await download(config, session);
+              assert.equal(readFileSync(join(r.path, "a.txt"), "utf8"), "hello a\n", what);
+              const got = createHash("sha256")
+                .update(readFileSync(join(r.path, "b.bin")))
+                .digest("hex");
+              assert.equal(
+                got,
+                createHash("sha256")
+                  .update(randomBytesSeeded(3, 2 * 1024 * 1024))
+                  .digest("hex"),
+                what,
+              );
+              assert.deepEqual(
+                r.files.map((f) => f.status),
+                ["downloaded", "downloaded"],
+                what,
+              );
+              // Everything the run made goes: folders, locks, metadata. Nothing remembered may
+              // say they are still there.
+              rmSync(config.localDir ?? cacheDir, { recursive: true, force: true });
+            }
+          }
+        } finally {
+          await session.close();
+        }
       } finally {
         rmSync(cacheDir, { recursive: true, force: true });
       }

@@ -1,7 +1,7 @@
 // Fault injection: the real CLI against a fake hub that misbehaves. Every run is capped in time.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, lstatSync, readFileSync, statSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, existsSync, lstatSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -19,9 +19,11 @@ import {
   sha256Hex,
 } from "./fakehub/index.js";
 import {
+  BIN,
   blobProblems,
   type CliRun,
   cacheProblems,
+  cleanEnv,
   isScratchName,
   parseRangeHeader,
   readState,
@@ -702,6 +704,112 @@ describe("faults: local disk", () => {
         }
       }
     });
+  });
+});
+
+describe("faults: unwritable targets (read-only file system, no permission)", () => {
+  const fx = mixedRepo("org/ro", 2 * MiB);
+  /** Exit 7, one error line naming `path`, no stack trace, bounded time, no request to the hub. */
+  function assertDiskLine(r: CliRun, ms: number, path: string, hub: FakeHub, what: string): void {
+    assert.equal(r.code, EXIT.DISK, `${what}\n${show(r)}`);
+    const errors = r.stderr.split("\n").filter((l) => l.startsWith("hfget: error:"));
+    assert.equal(errors.length, 1, `${what}\n${show(r)}`);
+    assert.ok(errors[0]!.includes(path), `${what}: the error does not name ${path}\n${show(r)}`);
+    assert.doesNotMatch(r.stderr, /internal error|\n\s+at /, what);
+    assert.ok(ms < 15_000, `${what}: ${ms} ms`);
+    // Refused before any network work (the target is checked first).
+    assert.deepEqual(
+      hub.log.map((e) => e.url),
+      [],
+      `${what}: the hub was asked for a target that cannot hold the files`,
+    );
+  }
+
+  it("EROFS: --local-dir and --cache-dir on a read-only mount: exit 7 naming the path", {
+    timeout: 60_000,
+  }, async (t) => {
+    const mnt = tempDir("hfget-ro-");
+    // A private read-only tmpfs in a new user+mount namespace: nothing to unmount afterwards.
+    const mountRo = ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o ro none "$0" && exec "$@"', mnt];
+    const probe = spawnSync(
+      mountRo[0]!,
+      [...mountRo.slice(1), "sh", "-c", `! touch "${mnt}/x" 2>/dev/null`],
+      {
+        encoding: "utf8",
+      },
+    );
+    if (probe.error !== undefined || probe.status !== 0) {
+      t.skip(
+        `cannot mount a read-only tmpfs here (unshare -rm + mount -o ro): ${probe.error?.message ?? probe.stderr.trim()}`,
+      );
+      return;
+    }
+    await withHub([fx.repo], {}, async (hub) => {
+      const cases: Array<[string, string[]]> = [
+        ["--local-dir on the read-only mount", ["--local-dir", mnt]],
+        ["--local-dir under the read-only mount", ["--local-dir", join(mnt, "a", "b")]],
+        ["--cache-dir on the read-only mount", ["--cache-dir", mnt]],
+      ];
+      for (const [what, args] of cases) {
+        hub.clearLog();
+        const { value: r, ms } = await timed(() =>
+          runCli([fx.repo.id, "--mirror", hub.url, ...args], { wrap: mountRo, timeoutMs: 30_000 }),
+        );
+        assertDiskLine(r, ms, mnt, hub, what);
+        assert.match(r.stderr, /read-only file system \(EROFS\)/, what);
+      }
+    });
+    // The mount lived only in the child's namespace; the folder underneath was never written.
+    assert.deepEqual(readdirSync(mnt), []);
+  });
+
+  it("EACCES: --local-dir and --cache-dir in a folder the user cannot write: exit 7 naming the path", {
+    timeout: 60_000,
+  }, async (t) => {
+    const root = process.getuid?.() === 0;
+    // As root (permissions do not stop root) the CLI runs as nobody (uid 65534) against a
+    // root-owned 0755 folder; as another user, against its own 0555 folder.
+    const wrap = root ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : [];
+    if (root) {
+      const probe = spawnSync(wrap[0]!, [...wrap.slice(1), process.execPath, BIN, "--version"], {
+        encoding: "utf8",
+      });
+      if (probe.error !== undefined || probe.status !== 0) {
+        t.skip(
+          `uid 65534 cannot run the CLI from this checkout (setpriv, or dist/ and node_modules not readable): ${probe.error?.message ?? probe.stderr.trim()}`,
+        );
+        return;
+      }
+    }
+    const target = tempDir("hfget-noperm-");
+    chmodSync(target, root ? 0o755 : 0o555);
+    // The user's own HF_HOME is writable: only the target is not.
+    const home = tempDir("hfget-home-");
+    chmodSync(home, 0o777);
+    try {
+      await withHub([fx.repo], {}, async (hub) => {
+        const cases: Array<[string, string[]]> = [
+          ["--local-dir on the folder", ["--local-dir", target]],
+          ["--local-dir under the folder", ["--local-dir", join(target, "a", "b")]],
+          ["--cache-dir on the folder", ["--cache-dir", target]],
+        ];
+        for (const [what, args] of cases) {
+          hub.clearLog();
+          const { value: r, ms } = await timed(() =>
+            runCli([fx.repo.id, "--mirror", hub.url, ...args], {
+              wrap,
+              env: cleanEnv({ HF_HOME: home }),
+              timeoutMs: 30_000,
+            }),
+          );
+          assertDiskLine(r, ms, target, hub, what);
+          assert.match(r.stderr, /permission denied \(EACCES\)/, what);
+        }
+      });
+      assert.deepEqual(readdirSync(target), [], "something was left in the target");
+    } finally {
+      chmodSync(target, 0o755);
+    }
   });
 });
 

@@ -1,8 +1,10 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { isPartialName } from "../src/cache/paths.js";
 import { type FakeHub, type FakeRepo, type StartOptions, startFakeHub } from "./fakehub/index.js";
@@ -26,6 +28,10 @@ export interface RunOptions {
   readonly onSpawn?: (child: ChildProcess) => void;
   /** Called with stderr text as it arrives. */
   readonly onStderr?: (chunk: string, child: ChildProcess) => void;
+  /** A command the CLI runs under (`setpriv --reuid=…`, `unshare …`): it gets `node bin/hfget.js args…`. */
+  readonly wrap?: readonly string[];
+  /** Written to the child's stdin (a pipe, not a terminal), which is then closed; default: no stdin. */
+  readonly input?: string;
 }
 
 /** An environment with no HF_* or proxy variables of the developer's, a fresh HF_HOME, no colours. */
@@ -48,10 +54,15 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): Record
 /** Runs the real CLI as a process; never waits longer than timeoutMs. */
 export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<CliRun> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const [cmd, ...pre] = [...(opts.wrap ?? []), process.execPath, BIN, ...args];
+    const child = spawn(cmd!, pre, {
       env: opts.env ?? cleanEnv(),
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"] as ["pipe", "pipe", "pipe"],
     });
+    if (opts.input !== undefined) {
+      child.stdin.on("error", () => undefined); // it may exit before reading
+      child.stdin.end(opts.input);
+    }
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => {
@@ -72,6 +83,35 @@ export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<
     });
     opts.onSpawn?.(child);
   });
+}
+
+/**
+ * Runs the CLI's `main` in this process (the bin only adds `process.exit(code)`): for tests that run
+ * it many times, where a process start each (1-3 s on a loaded 2-core machine) would dominate.
+ * Stdout/stderr are collected; no terminal, no stdin, signals from an emitter nobody fires.
+ */
+export async function runInProcess(args: readonly string[], env = cleanEnv()): Promise<CliRun> {
+  const { main } = await import("../src/cli.js");
+  let stdout = "";
+  let stderr = "";
+  const sink = (add: (s: string) => void) =>
+    new Writable({
+      write(chunk: Buffer | string, _enc, done) {
+        add(chunk.toString());
+        done();
+      },
+    });
+  const code = await main(["node", "hfget", ...args], {
+    stdout: sink((t) => {
+      stdout += t;
+    }),
+    stderr: sink((t) => {
+      stderr += t;
+    }),
+    env,
+    signals: new EventEmitter(),
+  });
+  return { code, signal: null, stdout, stderr };
 }
 
 const made: string[] = [];

@@ -13,7 +13,7 @@ import {
   randomBytesSeeded,
   startFakeHub,
 } from "./fakehub/index.js";
-import { cleanEnv, repoCacheDir, runCli, sha256File, show, tempDir } from "./helpers.js";
+import { cleanEnv, repoCacheDir, runCli, runInProcess, sha256File, show, tempDir } from "./helpers.js";
 
 const MiB = 1024 * 1024;
 const lfsFile: RepoFile = {
@@ -66,6 +66,19 @@ describe("plan: pure decisions from listing + survey", () => {
     assert.equal(planFile(lfsFile, { ...ok, localSize: 4 * MiB - 1 }, noForce).action, "fetch");
     const { metadata: _m, ...noMeta } = ok;
     assert.equal(planFile(lfsFile, noMeta, noForce).action, "fetch");
+    // Without usable metadata huggingface_hub hashes an LFS file: the survey's hash decides.
+    assert.equal(planFile(lfsFile, { ...noMeta, localHashOk: true }, noForce).action, "present");
+    assert.equal(planFile(lfsFile, { ...noMeta, localHashOk: false }, noForce).action, "fetch");
+    assert.equal(
+      planFile(lfsFile, { ...ok, localMtimeMs: 1_002_000, localHashOk: true }, noForce).action,
+      "present",
+    );
+    // ... but never a small git-sha1 file: it is fetched again, as huggingface_hub does.
+    const small: RepoFile = { path: "c.json", size: 10, gitOid: "e".repeat(40) };
+    assert.equal(
+      planFile(small, { path: "c.json", localSize: 10, localMtimeMs: 1, localHashOk: true }, noForce).action,
+      "fetch",
+    );
   });
   it("a preallocated partial file with resume state is resume of the rest", () => {
     const s: FileSurvey = { path: "w.bin", partialSize: 4 * MiB, resumeDone: MiB };
@@ -133,18 +146,12 @@ describe("dry-run agrees with the real run", () => {
     await hub.close();
   });
 
-  const run = (args: string[]) =>
-    runCli(["org/planned", "--mirror", hub.url, "--quiet", ...args], { env: cleanEnv(), timeoutMs: 60_000 });
+  const run = (args: string[]) => runInProcess(["org/planned", "--mirror", hub.url, "--quiet", ...args]);
   const dry = async (args: string[]) => {
-    const r = await runCli(["org/planned", "--mirror", hub.url, "--dry-run", ...args], {
-      env: cleanEnv(),
-      timeoutMs: 30_000,
-    });
+    // In-process (main's own exit code): two dozen process starts dominated this suite's time.
+    const r = await runInProcess(["org/planned", "--mirror", hub.url, "--dry-run", ...args]);
     assert.equal(r.code, 0, show(r));
-    const j = await runCli(["org/planned", "--mirror", hub.url, "--dry-run", "--json", ...args], {
-      env: cleanEnv(),
-      timeoutMs: 30_000,
-    });
+    const j = await runInProcess(["org/planned", "--mirror", hub.url, "--dry-run", "--json", ...args]);
     assert.equal(j.code, 0, show(j));
     const out = JSON.parse(j.stdout) as DryOut;
     assert.equal(out.dryRun, true);
@@ -248,6 +255,46 @@ describe("dry-run agrees with the real run", () => {
     assert.ok(fetched() >= big.length);
   });
 
+  it("a local-dir file of the right size without .metadata: dry-run and the real run agree, as huggingface_hub decides", async () => {
+    const dir = tempDir();
+    assert.equal((await run(["--local-dir", dir])).code, 0);
+    const meta = join(dir, ".cache", "huggingface", "download");
+    const file = join(dir, "sub", "model.bin");
+    const real = async () => {
+      const r = await runCli(["org/planned", "--mirror", hub.url, "--json", "--local-dir", dir], {
+        env: cleanEnv(),
+        timeoutMs: 60_000,
+      });
+      assert.equal(r.code, 0, show(r));
+      const out = JSON.parse(r.stdout) as DryOut;
+      return new Map(out.files.map((f) => [f.path, f.status]));
+    };
+    // 1. The right bytes, no metadata: the LFS file is hashed and kept (huggingface_hub's
+    //    sha_fileobj path); the small git file is fetched again (it is never hashed there).
+    rmSync(meta, { recursive: true, force: true });
+    const d1 = await dry(["--local-dir", dir]);
+    assert.equal(d1.by.get("sub/model.bin")?.action, "present");
+    assert.equal(d1.by.get("config.json")?.action, "fetch");
+    assert.equal(d1.out.bytesToFetch, cfg.length);
+    hub.clearLog();
+    const r1 = await real();
+    assert.equal(r1.get("sub/model.bin"), "cached");
+    assert.equal(r1.get("config.json"), "downloaded");
+    assert.ok(fetched() < big.length, `${fetched()} bytes fetched: the model was downloaded again`);
+    assert.ok(existsSync(join(meta, "sub", "model.bin.metadata")), "metadata written for the hashed file");
+    // 2. Other bytes of the same size, no metadata: fetch in both.
+    rmSync(meta, { recursive: true, force: true });
+    writeFileSync(file, randomBytesSeeded(83, big.length));
+    const d2 = await dry(["--local-dir", dir]);
+    assert.equal(d2.by.get("sub/model.bin")?.action, "fetch");
+    assert.equal(d2.out.bytesToFetch, cfg.length + big.length);
+    hub.clearLog();
+    const r2 = await real();
+    assert.equal(r2.get("sub/model.bin"), "downloaded");
+    assert.equal(sha256File(file), bigSha);
+    assert.ok(fetched() >= big.length);
+  });
+
   it("a partial file with resume state: resume with N bytes done, and the real run fetches only the rest", async () => {
     const cache = tempDir();
     const blobs = join(repoCacheDir(cache, "model", "org/planned"), "blobs");
@@ -300,5 +347,27 @@ describe("dry-run agrees with the real run", () => {
     assert.equal(existsSync(join(blobs, `${bigSha}.hfget-partial`)), false);
     assert.equal(existsSync(join(blobs, `${bigSha}.hfget-partial.json`)), false);
     assert.equal(sha256File(join(blobs, bigSha)), bigSha);
+  });
+});
+
+describe("plan: reuse of a blob under another repo", () => {
+  const from = [`/c/models--x--y/blobs/${"b".repeat(64)}`];
+  it("an LFS blob missing here but present elsewhere is reuse (nothing to fetch), before resume", () => {
+    assert.deepEqual(planFile(lfsFile, { path: "w.bin", reuseFrom: from }, noForce), {
+      path: "w.bin",
+      action: "reuse",
+      bytesDone: 4 * MiB,
+      bytesToFetch: 0,
+    });
+    const partial: FileSurvey = { path: "w.bin", partialSize: 4 * MiB, resumeDone: MiB, reuseFrom: from };
+    assert.equal(planFile(lfsFile, partial, noForce).action, "reuse");
+    // a wrong-size blob here is replaced by the good one
+    assert.equal(planFile(lfsFile, { ...partial, blobSize: 7, linkOk: true }, noForce).action, "reuse");
+  });
+  it("present stays present; --force fetches; no candidate is fetch", () => {
+    const s: FileSurvey = { path: "w.bin", blobSize: 4 * MiB, linkOk: true, reuseFrom: from };
+    assert.equal(planFile(lfsFile, s, noForce).action, "present");
+    assert.equal(planFile(lfsFile, { path: "w.bin", reuseFrom: from }, { force: true }).action, "fetch");
+    assert.equal(planFile(lfsFile, { path: "w.bin", reuseFrom: [] }, noForce).action, "fetch");
   });
 });

@@ -2,6 +2,7 @@ import { lstat, readdir, readFile, rm, rmdir, stat, unlink } from "node:fs/promi
 import { basename, dirname, join } from "node:path";
 import { HfgetError } from "../errors.js";
 import { type RepoRef, repoFolderName } from "../repo.js";
+import { diskError } from "../util/io-error.js";
 import { isLocked, tryLock } from "./lock.js";
 import { isPartialName } from "./paths.js";
 import { type CachedRepo, scanCache } from "./scan.js";
@@ -337,15 +338,7 @@ export async function executeCleanPlan(plan: CleanPlan): Promise<CleanResult> {
       removed++;
     }
   } catch (err) {
-    if (err instanceof HfgetError) throw err;
-    const e = err as { code?: string; path?: string; message?: string };
-    if (typeof e.code === "string") {
-      throw new HfgetError("DISK", `cannot remove ${e.path ?? "a cache file"}: ${e.code}`, {
-        hint: "check the permissions of the cache folder",
-        cause: err,
-      });
-    }
-    throw err;
+    throw diskError(err, (err as { path?: string }).path ?? "a cache file", "cannot remove");
   }
   return { removed, bytes, warnings };
 }

@@ -1,11 +1,12 @@
-import { copyFile, lstat, readlink, realpath, rename, rm, stat, symlink } from "node:fs/promises";
+import { copyFile, link, lstat, readlink, realpath, rename, rm, stat, symlink } from "node:fs/promises";
 import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
 import { openNoFollow, tmpName, writeFileAtomic } from "../util/atomic-write.js";
+import { diskError } from "../util/io-error.js";
 import { fileMatches } from "../verify.js";
 import { makeDirs } from "./dirs.js";
-import { readLocalMetadata } from "./local-metadata.js";
+import { localVerdict, readLocalMetadata } from "./local-metadata.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "./paths.js";
 
 /** Where one file's bytes go while downloading, and how they are made visible once verified. */
@@ -92,19 +93,60 @@ async function placeLink(link: string, target: string, blob: string): Promise<vo
   await rename(tmp, link);
 }
 
-function diskError(err: unknown, path: string): HfgetError {
-  if (err instanceof HfgetError) return err;
-  const code = (err as { code?: string }).code ?? String(err);
-  return new HfgetError("DISK", `cannot write ${path}: ${code}`, {
-    hint:
-      code === "ENOSPC"
-        ? "free some space, then rerun"
-        : "check the permissions and space of the target folder",
-    cause: err,
-  });
+/**
+ * Makes `blob` from the same blob under another repo of the cache (the plan's `reuse`), under the
+ * caller's lock on `blob`: a hard link made beside it (a copy where the link fails: EXDEV across
+ * filesystems, or a filesystem without hard links), re-hashed, then renamed into place. The hash is
+ * checked on what was linked or copied, not on the source before, so a source replaced or removed
+ * meanwhile cannot slip in; a candidate that does not hash to its name is skipped (left for `cache
+ * verify`). The source's own lock is not needed: committed blobs are only ever replaced by rename
+ * or removed, and the link pins the inode that was hashed. Returns whether a candidate verified.
+ */
+async function reuseBlob(
+  blob: string,
+  candidates: readonly string[],
+  file: RepoFile,
+  ensureDir: () => Promise<void>,
+): Promise<boolean> {
+  const expected = expectedHash(file);
+  await ensureDir();
+  for (const from of candidates) {
+    const tmp = tmpName(blob);
+    try {
+      try {
+        await link(from, tmp);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== "EXDEV" && code !== "EPERM" && code !== "ENOTSUP" && code !== "EMLINK") throw err;
+        await copyFile(from, tmp);
+      }
+      // link(2) does not follow a symlink at `from`: only a regular file is a blob.
+      if ((await lstat(tmp)).isFile() && (await fileMatches(tmp, expected, file.size))) {
+        await rename(tmp, blob);
+        return true;
+      }
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      // The candidate went away (rm, prune, verify --fix) or cannot be read: try the next one.
+      if (code !== "ENOENT" && code !== "EACCES" && code !== "EISDIR") throw err;
+    } finally {
+      await rm(tmp, { force: true }).catch(() => undefined);
+    }
+  }
+  return false;
 }
 
-export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile, dirs: SafeDirs): Placement {
+/**
+ * `reuseFrom`: the survey's candidates for this blob under other repos (the plan's `reuse`); tried,
+ * under the lock, when the blob is not here yet.
+ */
+export function cachePlacement(
+  paths: CachePaths,
+  commit: string,
+  file: RepoFile,
+  dirs: SafeDirs,
+  reuseFrom: readonly string[] = [],
+): Placement {
   const id = blobId(file);
   const blob = paths.blob(id);
   const link = paths.snapshotFile(commit, file.path);
@@ -121,13 +163,18 @@ export function cachePlacement(paths: CachePaths, commit: string, file: RepoFile
     lock: paths.lock(id),
     location: link,
     async isPresent() {
+      let here = false;
       try {
         const st = await stat(blob);
-        if (!st.isFile() || st.size !== file.size) return false;
+        here = st.isFile() && st.size === file.size;
       } catch {
-        return false;
+        // not there
       }
       try {
+        if (!here && reuseFrom.length > 0) {
+          here = await reuseBlob(blob, reuseFrom, file, () => dirs.ensure(dirname(blob)));
+        }
+        if (!here) return false;
         await ensureLink();
       } catch (err) {
         throw diskError(err, link);
@@ -174,9 +221,11 @@ export function localDirPlacement(
       }
       if (!st.isFile() || st.size !== file.size) return false;
       const meta = await readLocalMetadata(metadata);
-      // huggingface_hub trusts metadata when the file was not modified after it was written.
-      if (meta && meta.etag === expected.hex && st.mtimeMs / 1000 - 1 <= meta.timestamp) {
-        if (meta.commit !== commit) await writeMetadata().catch(() => undefined);
+      // The plan's rule (local-metadata.ts), asked again under the lock.
+      const verdict = localVerdict(expected, st.mtimeMs, meta);
+      if (verdict === "fetch") return false;
+      if (verdict === "trusted") {
+        if (meta?.commit !== commit) await writeMetadata().catch(() => undefined);
         return true;
       }
       if (!(await fileMatches(dest, expected, file.size))) return false;

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { link, lstat, readdir, rename, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { HfgetError } from "../errors.js";
+import { diskError } from "../util/io-error.js";
 import { isLocked } from "./lock.js";
 
 /**
@@ -101,14 +101,7 @@ export async function dedupeCache(
       }
     }
   } catch (err) {
-    const e = err as { code?: string; path?: string };
-    if (typeof e.code === "string") {
-      throw new HfgetError("DISK", `cannot deduplicate ${e.path ?? basename(root)}: ${e.code}`, {
-        hint: "check the permissions of the cache folder",
-        cause: err,
-      });
-    }
-    throw err;
+    throw diskError(err, (err as { path?: string }).path ?? basename(root), "cannot deduplicate");
   }
   return { links, bytesSaved: links.reduce((n, l) => n + l.bytes, 0), warnings };
 }

@@ -1,27 +1,8 @@
 import { mkdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
-import { HfgetError } from "../errors.js";
+import { diskError } from "../util/io-error.js";
 
-const REASONS: Record<string, string> = {
-  EACCES: "permission denied",
-  EPERM: "operation not permitted",
-  EROFS: "read-only file system",
-  ENOTDIR: "a part of the path is a file, not a folder",
-  EEXIST: "it is a file, not a folder",
-  ENOENT: "the file system does not allow creating it",
-  ENOSPC: "no space left on the device",
-  EDQUOT: "disk quota exceeded",
-};
-
-/** An errno failure on `path` as the one-line DISK error the CLI prints (exit 7). */
-export function diskError(err: unknown, path: string, what = "cannot create the folder"): HfgetError {
-  const code = (err as { code?: string }).code ?? "error";
-  const reason = REASONS[code] ?? code;
-  return new HfgetError("DISK", `${what} ${path}: ${reason} (${code})`, {
-    hint: "choose a folder you can write to (--local-dir / --cache-dir / HF_HOME)",
-    cause: err,
-  });
-}
+const MKDIR = "cannot create the folder";
 
 /**
  * `mkdir -p` without Node's recursive mkdir, which loops forever at 100% CPU where mkdir(2) answers
@@ -42,10 +23,10 @@ export async function makeDirs(dir: string): Promise<void> {
         p = dirname(p);
         continue;
       }
-      throw diskError(err, dir);
+      throw diskError(err, dir, MKDIR);
     }
     if (!isDir) {
-      throw diskError(Object.assign(new Error(), { code: p === dir ? "EEXIST" : "ENOTDIR" }), dir);
+      throw diskError(Object.assign(new Error(), { code: p === dir ? "EEXIST" : "ENOTDIR" }), dir, MKDIR);
     }
     break;
   }
@@ -54,7 +35,7 @@ export async function makeDirs(dir: string): Promise<void> {
       await mkdir(d);
     } catch (err) {
       if ((err as { code?: string }).code === "EEXIST" && (await isDirectory(d))) continue;
-      throw diskError(err, dir);
+      throw diskError(err, dir, MKDIR);
     }
   }
 }

@@ -1,9 +1,11 @@
 import { constants } from "node:fs";
-import { type FileHandle, mkdir, open, rm, rmdir } from "node:fs/promises";
+import { type FileHandle, open, rm, rmdir } from "node:fs/promises";
 import { constants as os } from "node:os";
 import { dirname } from "node:path";
 import koffi from "koffi";
 import { HfgetError } from "../errors.js";
+import { diskError } from "../util/io-error.js";
+import { makeDirs } from "./dirs.js";
 
 /**
  * The lock huggingface_hub takes: an exclusive BSD `flock(2)` on a regular file that is never
@@ -41,11 +43,9 @@ function flock(fd: number, operation: number): number {
   return flockFn(fd, operation);
 }
 
-function lockError(path: string, code: string, cause?: unknown): HfgetError {
-  return new HfgetError("DISK", `cannot lock ${path}: ${code}`, {
-    hint: "check the permissions of the cache folder (or remove that path if it is not a regular file)",
-    cause,
-  });
+/** A raw errno from flock(2) (no exception to wrap) as the DISK error naming the lock file. */
+function lockError(path: string, code: string): unknown {
+  return diskError(Object.assign(new Error(code), { code }), path, "cannot lock");
 }
 
 function errnoName(n: number): string {
@@ -64,7 +64,7 @@ async function openLockFile(lockPath: string): Promise<FileHandle> {
       try {
         return await open(lockPath, constants.O_RDONLY | constants.O_NOFOLLOW);
       } catch (err2) {
-        throw lockError(lockPath, (err2 as { code?: string }).code ?? String(err2), err2);
+        throw diskError(err2, lockPath, "cannot lock");
       }
     }
     if (code === "EISDIR") {
@@ -75,10 +75,10 @@ async function openLockFile(lockPath: string): Promise<FileHandle> {
         await rmdir(lockPath);
         return await open(lockPath, flags, LOCK_MODE);
       } catch (err2) {
-        throw lockError(lockPath, (err2 as { code?: string }).code ?? String(err2), err2);
+        throw diskError(err2, lockPath, "cannot lock");
       }
     }
-    throw lockError(lockPath, code || String(err), err);
+    throw diskError(err, lockPath, "cannot lock");
   }
 }
 
@@ -88,11 +88,8 @@ async function openLockFile(lockPath: string): Promise<FileHandle> {
  * holding the old inode would no longer exclude a newcomer on a new one).
  */
 export async function tryLock(lockPath: string): Promise<Release | undefined> {
-  try {
-    await mkdir(dirname(lockPath), { recursive: true });
-  } catch (err) {
-    throw lockError(lockPath, (err as { code?: string }).code ?? String(err), err);
-  }
+  // Not Node's recursive mkdir: it spins where mkdir(2) answers ENOENT (/proc); DISK on failure.
+  await makeDirs(dirname(lockPath));
   const fh = await openLockFile(lockPath);
   let rc: number;
   try {
@@ -133,7 +130,7 @@ export async function isLocked(lockPath: string): Promise<boolean> {
   } catch (err) {
     const code = (err as { code?: string }).code ?? "";
     if (code === "ENOENT") return false;
-    throw lockError(lockPath, code || String(err), err);
+    throw diskError(err, lockPath, "cannot lock");
   }
   try {
     if (flock(fh.fd, LOCK_SH | LOCK_NB) === 0) {

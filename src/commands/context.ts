@@ -7,6 +7,8 @@ export interface CliIO {
   readonly stdout: Out;
   readonly stderr: Out;
   readonly env: Env;
+  /** What `hfget import -` reads (process.stdin by default). */
+  readonly stdin?: NodeJS.ReadableStream | undefined;
   /** Where SIGINT/SIGTERM are listened for; tests pass their own. */
   readonly signals?: NodeJS.EventEmitter;
 }

@@ -22,8 +22,13 @@ function renderPlan(r: DownloadResult): string {
     return `${f.action}  ${f.path}`;
   };
   const n = (a: string) => r.files.filter((f) => f.action === a).length;
-  const total = `total: ${formatBytes(r.bytesToFetch)} to fetch of ${formatBytes(r.bytesTotal)}; ${n("fetch")} fetch, ${n("resume")} resume, ${n("link")} link, ${n("present")} present`;
+  const total = `total: ${formatBytes(r.bytesToFetch)} to fetch of ${formatBytes(r.bytesTotal)}; ${n("fetch")} fetch, ${n("resume")} resume, ${n("link")} link, ${n("reuse")} reuse, ${n("present")} present`;
   return `${[...r.files.map(line), total].join("\n")}\n`;
+}
+
+/** `set aside http://a (cannot reach …); trying http://b` */
+export function skippedLine(e: { endpoint: string; reason: string; next?: string | undefined }): string {
+  return `set aside ${e.endpoint} (${e.reason})${e.next === undefined ? "" : `; trying ${e.next}`}`;
 }
 
 /** The default command: `hfget <repo_id> [files...]`. It lives on the program itself. */
@@ -40,21 +45,38 @@ export function registerDownload(program: Command, ctx: CommandContext): void {
     .option("--max-files <n>", `files in flight at once (default ${DEFAULTS.maxFiles})`)
     .option("--max-workers <n>", "alias of --max-files (huggingface-cli's name)")
     .option("--chunk-size <size>", "Range size for large files, e.g. 16M (default 16MiB)")
+    .option("--limit-rate <rate>", "cap the whole run's download rate, e.g. 20M (bytes/s; 0 = none)")
     .action(async (repoId: string, files: string[], flags: Flags) => {
       const config = buildConfig(toRaw(repoId, files, flags), io.env);
       ctx.setConfig(config);
       for (const n of config.notices) io.stderr.write(`hfget: note: ${n}\n`);
-      const session = openSession(config);
       const reporter = makeReporter({
         stream: io.stderr,
         quiet: config.quiet || !config.progress || (config.json && !io.stderr.isTTY),
       });
+      // Backoffs of API requests (revision, listing) are shown too: a run told 429 must not look hung.
+      const session = openSession(config, {
+        onRetry: ({ attempt, delayMs, error }) =>
+          reporter.onEvent({
+            type: "api-retry",
+            attempt,
+            delayMs,
+            reason: error instanceof Error ? error.message : String(error),
+          }),
+      });
       try {
         const result = await download(config, session, {
           signal: ctx.signal,
-          onEvent: (e) => reporter.onEvent(e),
+          onEvent: (e) => {
+            // Before any progress bar exists (metadata comes first), so a plain line is safe.
+            if (e.type === "endpoint-skipped") {
+              if (!config.quiet) io.stderr.write(`hfget: note: ${skippedLine(e)}\n`);
+              return;
+            }
+            reporter.onEvent(e);
+          },
         });
-        reporter.stop();
+        reporter.stop(result);
         if (result.dryRun && !config.json) io.stderr.write(renderPlan(result));
         io.stdout.write(renderResult(result, config.json));
       } catch (err) {

@@ -5,6 +5,7 @@ import { type LsResult, ls } from "../ls.js";
 import { repoLabel } from "../repo.js";
 import { openSession } from "../session.js";
 import type { CommandContext } from "./context.js";
+import { skippedLine } from "./download.js";
 import { commonOptions, type Flags, toRaw } from "./options.js";
 
 function renderLs(r: LsResult, json: boolean): string {
@@ -38,7 +39,12 @@ export function registerLs(program: Command, ctx: CommandContext): void {
       ctx.setConfig(config);
       const session = openSession(config);
       try {
-        const result = await ls(config, session, ctx.signal);
+        const result = await ls(config, session, ctx.signal, (r) => {
+          if (!config.quiet)
+            io.stderr.write(
+              `hfget: note: ${skippedLine({ endpoint: r.endpoint, reason: r.error.message, next: r.next })}\n`,
+            );
+        });
         io.stdout.write(renderLs(result, config.json));
         if (!config.json && !config.quiet) {
           const total = result.files.reduce((n, f) => n + f.size, 0);

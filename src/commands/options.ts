@@ -1,14 +1,20 @@
 import { type Command, Option } from "commander";
 import { DEFAULTS, type RawOptions } from "../config.js";
 
+/** Repeatable flags: each occurrence is kept, in order. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
 /** Options every repo-facing command takes (download, ls, …). */
 export function commonOptions(cmd: Command): Command {
   return cmd
     .option(
-      "--mirror <host|url>",
-      "hub endpoint, e.g. hf-mirror.com (default: $HF_ENDPOINT, else https://huggingface.co)",
+      "--mirror <host|url,...>",
+      "hub endpoint(s), e.g. hf-mirror.com; repeat or comma-separate for several, in preference order (default: $HFGET_MIRRORS, else $HF_ENDPOINT, else https://huggingface.co)",
+      collect,
     )
-    .option("--endpoint <url>", "alias of --mirror")
+    .option("--endpoint <url,...>", "alias of --mirror", collect)
     .option("--token <token>", "access token (default: $HF_TOKEN, else $HF_HOME/token)")
     .option("--revision <rev>", "branch, tag, refs/pr/N or commit sha", undefined)
     .addOption(new Option("--repo-type <type>", "repository type").choices(["model", "dataset", "space"]))
@@ -23,8 +29,9 @@ export function commonOptions(cmd: Command): Command {
 
 /** Flag values as commander hands them over. */
 export interface Flags {
-  mirror?: string;
-  endpoint?: string;
+  mirror?: string[];
+  endpoint?: string[];
+  limitRate?: string;
   token?: string;
   revision?: string;
   repoType?: string;

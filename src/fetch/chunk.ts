@@ -3,6 +3,7 @@ import { HfgetError } from "../errors.js";
 import { errorFromResponse } from "../hub/errors.js";
 import { type HttpClient, type HttpResponse, header, showUrl } from "../hub/http.js";
 import { parseContentRange, rangeHeader } from "../util/content-range.js";
+import { diskError } from "../util/io-error.js";
 
 /** A byte range of one file being fetched by one worker. `end` may shrink when another worker steals the tail. */
 export interface ChunkTask {
@@ -230,7 +231,7 @@ async function writeAll(
           cause: err,
         });
       }
-      throw new HfgetError("DISK", `cannot write ${filePath}: ${code ?? String(err)}`, { cause: err });
+      throw diskError(err, filePath);
     }
   }
 }

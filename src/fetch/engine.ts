@@ -10,7 +10,7 @@ import type { EventSink, FileStatus } from "../events.js";
 import type { HttpClient } from "../hub/http.js";
 import { expectedHash } from "../hub/types.js";
 import { loadState, removeState, StateWriter } from "../state.js";
-import { atPath } from "../util/io-error.js";
+import { atPath, diskError } from "../util/io-error.js";
 import { type ByteRange, RangeSet, splitRanges } from "../util/range-set.js";
 import type { RetryPolicy, Sleep } from "../util/retry.js";
 import { HashPump } from "../verify.js";
@@ -551,10 +551,7 @@ export class Engine {
     try {
       digest = await job.pump!.digest();
     } catch (err) {
-      await this.#failJob(
-        job,
-        new HfgetError("DISK", `${file.path}: cannot read back ${placement.incomplete}`, { cause: err }),
-      );
+      await this.#failJob(job, diskError(err, placement.incomplete, "cannot read back"));
       return;
     }
     if (job.generation !== generation) return;

@@ -9,6 +9,8 @@ export const MAX_JSON_BYTES = 32 * 1024 * 1024;
 
 export interface HubClientOptions {
   readonly http: HttpClient;
+  /** The endpoint this client talks to (default: the HttpClient's preferred one). */
+  readonly endpoint?: string;
   readonly retry?: RetryPolicy;
   readonly sleep?: Sleep;
   readonly onRetry?: (info: { attempt: number; delayMs: number; error: unknown }) => void;
@@ -23,18 +25,31 @@ export interface JsonResponse {
 export class HubClient {
   readonly http: HttpClient;
   readonly retry: RetryPolicy;
+  readonly #endpoint: string;
   readonly #sleep: Sleep | undefined;
   readonly #onRetry: HubClientOptions["onRetry"];
 
   constructor(opts: HubClientOptions) {
     this.http = opts.http;
+    this.#endpoint = opts.endpoint ?? opts.http.endpoint;
     this.retry = opts.retry ?? DEFAULT_RETRY_POLICY;
     this.#sleep = opts.sleep;
     this.#onRetry = opts.onRetry;
   }
 
   get endpoint(): string {
-    return this.http.endpoint;
+    return this.#endpoint;
+  }
+
+  /** The same client (connection pool, token, retry hooks) aimed at another endpoint or policy. */
+  with(change: { endpoint?: string; retry?: RetryPolicy }): HubClient {
+    return new HubClient({
+      http: this.http,
+      endpoint: change.endpoint ?? this.#endpoint,
+      retry: change.retry ?? this.retry,
+      ...(this.#sleep ? { sleep: this.#sleep } : {}),
+      ...(this.#onRetry ? { onRetry: this.#onRetry } : {}),
+    });
   }
 
   /** `{endpoint}/api/{type}s/{id}` */

@@ -1,5 +1,6 @@
-import { Agent, type Dispatcher, EnvHttpProxyAgent, Pool, request } from "undici";
+import { Agent, DecoratorHandler, type Dispatcher, EnvHttpProxyAgent, Pool, request } from "undici";
 import { HfgetError, redact } from "../errors.js";
+import type { RateLimiter } from "../util/rate-limit.js";
 
 export interface ProxySettings {
   readonly httpProxy?: string | undefined;
@@ -10,6 +11,92 @@ export interface ProxySettings {
 export interface DispatcherOptions {
   readonly timeoutMs: number;
   readonly proxy?: ProxySettings | undefined;
+  /** --limit-rate: every response body read through the dispatcher counts against it. */
+  readonly limiter?: RateLimiter | undefined;
+}
+
+/**
+ * Counts each body chunk against the limiter as it arrives from the socket and, when the run is
+ * over its cap, pauses this response's socket reads for as long as the limiter says. That is
+ * backpressure on the connection itself (the server sees a slow reader, as with curl
+ * --limit-rate), it covers every body of every connection of the dispatcher (chunks, small files,
+ * API JSON), and no reader above needs to know. undici does not count a paused response against
+ * bodyTimeout, so a long wait is not a stall.
+ */
+function rateLimited(limiter: RateLimiter, handler: Dispatcher.DispatchHandler): Dispatcher.DispatchHandler {
+  // DecoratorHandler adapts undici's older handler style (what request() passes) to controllers;
+  // its typings declare no methods, so it is used through the DispatchHandler interface.
+  const inner: Dispatcher.DispatchHandler = new DecoratorHandler(handler);
+  // The reader downstream pauses and resumes through `gate`, so its resume cannot cut our wait
+  // short: the socket resumes only when both the reader wants more and the cap allows it.
+  let real: Dispatcher.DispatchController | undefined;
+  let readerPaused = false;
+  let until = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const gate: Dispatcher.DispatchController = {
+    get aborted() {
+      return real?.aborted ?? false;
+    },
+    get paused() {
+      return real?.paused ?? false;
+    },
+    get reason() {
+      return real?.reason ?? null;
+    },
+    abort: (reason) => real?.abort(reason),
+    pause: () => {
+      readerPaused = true;
+      real?.pause();
+    },
+    resume: () => {
+      readerPaused = false;
+      if (timer === undefined) real?.resume();
+    },
+  };
+  const bind = (c: Dispatcher.DispatchController) => {
+    real = c;
+    return gate;
+  };
+  return {
+    onRequestStart: (c, context) => inner.onRequestStart?.(bind(c), context),
+    onRequestUpgrade: (c, status, headers, socket) =>
+      inner.onRequestUpgrade?.(bind(c), status, headers, socket),
+    onResponseStart: (c, status, headers, message) =>
+      inner.onResponseStart?.(bind(c), status, headers, message),
+    onResponseData: (c, chunk) => {
+      inner.onResponseData?.(bind(c), chunk);
+      const wait = limiter.reserve(chunk.length);
+      if (wait <= 0) return;
+      until = Math.max(until, performance.now() + wait);
+      c.pause();
+      if (timer !== undefined) clearTimeout(timer);
+      timer = setTimeout(
+        () => {
+          timer = undefined;
+          if (!readerPaused) c.resume();
+        },
+        Math.max(1, until - performance.now()),
+      );
+    },
+    onResponseEnd: (c, trailers) => {
+      if (timer !== undefined) clearTimeout(timer);
+      inner.onResponseEnd?.(bind(c), trailers);
+    },
+    onResponseError: (c, err) => {
+      if (timer !== undefined) clearTimeout(timer);
+      inner.onResponseError?.(bind(c), err);
+    },
+  };
+}
+
+export function rateLimitInterceptor(limiter: RateLimiter): Dispatcher.DispatcherComposeInterceptor {
+  return (dispatch) => (opts, handler) => dispatch(opts, rateLimited(limiter, handler));
+}
+
+/** The one dispatcher, with the rate cap on top when there is one. */
+export function createDispatcher(opts: DispatcherOptions): Dispatcher {
+  const base = createBaseDispatcher(opts);
+  return opts.limiter === undefined ? base : base.compose(rateLimitInterceptor(opts.limiter));
 }
 
 /**
@@ -25,7 +112,7 @@ export interface DispatcherOptions {
  * from the proxy URL's userinfo; the hub token is an ordinary Authorization header that HttpClient
  * adds for the endpoint origin alone.
  */
-export function createDispatcher(opts: DispatcherOptions): Dispatcher {
+function createBaseDispatcher(opts: DispatcherOptions): Dispatcher {
   const common = {
     connectTimeout: Math.min(opts.timeoutMs, 30_000),
     headersTimeout: opts.timeoutMs,
@@ -77,8 +164,13 @@ export interface RequestInit {
 }
 
 export interface HttpClientOptions {
-  /** Normalized endpoint; Authorization is only ever sent to its origin. */
+  /** Normalized endpoint (the preferred one). */
   readonly endpoint: string;
+  /**
+   * Every listed endpoint (default: `[endpoint]`). Authorization is sent only to their origins, and
+   * only on a request that started there and has not been redirected to any other origin.
+   */
+  readonly endpoints?: readonly string[];
   readonly token?: string | undefined;
   readonly dispatcher: Dispatcher;
   readonly userAgent?: string;
@@ -91,7 +183,10 @@ export function header(h: HttpResponse["headers"], name: string): string | undef
 
 export class HttpClient {
   readonly endpoint: string;
+  /** The preferred endpoint's origin. */
   readonly endpointOrigin: string;
+  /** The origins of every listed endpoint: the only places the token goes. */
+  readonly endpointOrigins: ReadonlySet<string>;
   readonly dispatcher: Dispatcher;
   readonly #token: string | undefined;
   readonly #userAgent: string;
@@ -99,9 +194,24 @@ export class HttpClient {
   constructor(opts: HttpClientOptions) {
     this.endpoint = opts.endpoint;
     this.endpointOrigin = new URL(opts.endpoint).origin;
+    this.endpointOrigins = new Set([opts.endpoint, ...(opts.endpoints ?? [])].map((e) => new URL(e).origin));
     this.dispatcher = opts.dispatcher;
     this.#token = opts.token;
     this.#userAgent = opts.userAgent ?? "hfget/0.1";
+  }
+
+  /**
+   * The same pool, token and set of listed origins, with `endpoint` as the preferred one (so
+   * `endpointOrigin`, which the chunk fetcher compares answers with, is that endpoint's).
+   */
+  withEndpoint(endpoint: string): HttpClient {
+    return new HttpClient({
+      endpoint,
+      endpoints: [...this.endpointOrigins],
+      token: this.#token,
+      dispatcher: this.dispatcher,
+      userAgent: this.#userAgent,
+    });
   }
 
   get hasToken(): boolean {
@@ -113,14 +223,22 @@ export class HttpClient {
     return redact(text, [this.#token]);
   }
 
-  /** The token goes to the endpoint's exact origin (scheme, host and port) and nowhere else. */
-  headersFor(url: URL, extra: Record<string, string> = {}): Record<string, string> {
+  /** Whether `origin` (scheme, host and port) is one of the listed endpoints'. */
+  isEndpointOrigin(origin: string): boolean {
+    return this.endpointOrigins.has(origin);
+  }
+
+  /**
+   * The token goes to a listed endpoint's exact origin (scheme, host and port) and nowhere else;
+   * `mayAuth` false (a hop reached by a redirect to another origin) sends none at all.
+   */
+  headersFor(url: URL, extra: Record<string, string> = {}, mayAuth = true): Record<string, string> {
     const h: Record<string, string> = {
       "user-agent": this.#userAgent,
       "accept-encoding": "identity",
       ...extra,
     };
-    if (this.#token !== undefined && url.origin === this.endpointOrigin) {
+    if (mayAuth && this.#token !== undefined && this.endpointOrigins.has(url.origin)) {
       h.authorization = `Bearer ${this.#token}`;
     }
     return h;
@@ -130,9 +248,14 @@ export class HttpClient {
     const follow = init.followRedirects ?? true;
     const seen = new Set<string>();
     let current = new URL(url);
+    const startOrigin = current.origin;
+    // Once a redirect left the origin the request started at, no later hop gets the token, even
+    // one back on a listed endpoint: the user trusted the endpoints, not wherever they point.
+    let stayed = true;
     for (let hop = 0; ; hop++) {
       seen.add(current.href);
-      const res = await this.#once(current, init);
+      stayed &&= current.origin === startOrigin;
+      const res = await this.#once(current, init, stayed);
       if (!follow || res.status < 300 || res.status >= 400 || res.status === 304) return res;
       const location = header(res.headers, "location");
       await res.body.dump().catch(() => undefined);
@@ -167,11 +290,11 @@ export class HttpClient {
     }
   }
 
-  async #once(url: URL, init: RequestInit): Promise<HttpResponse> {
+  async #once(url: URL, init: RequestInit, mayAuth: boolean): Promise<HttpResponse> {
     try {
       const res = await request(url, {
         method: init.method ?? "GET",
-        headers: this.headersFor(url, init.headers),
+        headers: this.headersFor(url, init.headers, mayAuth),
         dispatcher: this.dispatcher,
         signal: init.signal ?? null,
       });

@@ -1,3 +1,4 @@
+import { localVerdict } from "../cache/local-metadata.js";
 import { expectedHash, type RepoFile } from "../hub/types.js";
 import type { FileSurvey } from "./survey.js";
 
@@ -5,12 +6,19 @@ import type { FileSurvey } from "./survey.js";
  * The plan step (DESIGN §2): a pure function of listing + survey + options. No I/O: the engine
  * re-checks under the lock, because another client may have changed the disk since the survey.
  */
-export type PlanAction = "present" | "link" | "resume" | "fetch";
+/**
+ * `reuse`: an LFS blob this repo lacks is in another repo of the same cache; the commit step hard-links
+ * (or copies) and re-hashes it instead of fetching, and fetches after all when it does not verify.
+ */
+export type PlanAction = "present" | "link" | "reuse" | "resume" | "fetch";
 
 export interface FilePlan {
   readonly path: string;
   readonly action: PlanAction;
-  /** Bytes already on disk that this run keeps (whole file for present/link, resume-state bytes for resume). */
+  /**
+   * Bytes already on disk that this run keeps (whole file for present/link/reuse, resume-state bytes
+   * for resume).
+   */
   readonly bytesDone: number;
   readonly bytesToFetch: number;
 }
@@ -25,13 +33,13 @@ export interface PlanOptions {
 export const RESUME_MIN_BYTES = 1024 * 1024;
 
 /**
- * huggingface_hub's `_local_folder.py` trusts a local-dir file without hashing when its metadata's
- * etag is the file's hash and the file was not modified after the metadata was written (1 s slack).
+ * A local-dir file is present as huggingface_hub decides it (local-metadata.ts `localVerdict`):
+ * trusted metadata, or, without usable metadata, an LFS file whose bytes the survey hashed right.
  */
-function localTrusted(file: RepoFile, s: FileSurvey): boolean {
-  const m = s.metadata;
-  if (m === undefined || s.localMtimeMs === undefined) return false;
-  return m.etag === expectedHash(file).hex && s.localMtimeMs / 1000 - 1 <= m.timestamp;
+function localPresent(file: RepoFile, s: FileSurvey): boolean {
+  if (s.localMtimeMs === undefined) return false;
+  const verdict = localVerdict(expectedHash(file), s.localMtimeMs, s.metadata);
+  return verdict === "trusted" || (verdict === "hash" && s.localHashOk === true);
 }
 
 export function planFile(file: RepoFile, s: FileSurvey | undefined, opts: PlanOptions): FilePlan {
@@ -44,8 +52,12 @@ export function planFile(file: RepoFile, s: FileSurvey | undefined, opts: PlanOp
         const action = s.linkOk ? "present" : "link";
         return { path: file.path, action, bytesDone: file.size, bytesToFetch: 0 };
       }
-    } else if (s.localSize !== undefined && s.localSize === file.size && localTrusted(file, s)) {
+    } else if (s.localSize !== undefined && s.localSize === file.size && localPresent(file, s)) {
       return { path: file.path, action: "present", bytesDone: file.size, bytesToFetch: 0 };
+    }
+    // Before resume: a verified copy on disk costs no network at all.
+    if (s.reuseFrom !== undefined && s.reuseFrom.length > 0) {
+      return { path: file.path, action: "reuse", bytesDone: file.size, bytesToFetch: 0 };
     }
   }
   const min = opts.resumeMinBytes ?? RESUME_MIN_BYTES;

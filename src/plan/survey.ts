@@ -1,9 +1,11 @@
-import { lstat, readlink, stat } from "node:fs/promises";
+import { lstat, readdir, readlink, stat } from "node:fs/promises";
+import { basename, join } from "node:path";
 import pLimit from "p-limit";
-import { type LocalMetadata, readLocalMetadata } from "../cache/local-metadata.js";
+import { type LocalMetadata, localVerdict, readLocalMetadata } from "../cache/local-metadata.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "../cache/paths.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
 import { loadState } from "../state.js";
+import { fileMatches } from "../verify.js";
 
 /**
  * The survey step: one read-only I/O pass per selected file recording what is on disk. It decides
@@ -20,10 +22,21 @@ export interface FileSurvey {
   readonly localMtimeMs?: number;
   /** Local dir: huggingface_hub's `.metadata` (commit, etag, timestamp in seconds). */
   readonly metadata?: LocalMetadata;
+  /**
+   * Local dir: the file's bytes hashed to the listed hash. Set only where huggingface_hub hashes
+   * (`localVerdict` says `hash`: an LFS file of the listed size without usable metadata).
+   */
+  readonly localHashOk?: boolean;
   /** hfget's partial file (`.hfget-partial`) size, when there is one. */
   readonly partialSize?: number;
   /** Bytes its resume state records as done (the state matched this file's size and hash). */
   readonly resumeDone?: number;
+  /**
+   * Cache, LFS files only: `blobs/<sha256>` of the listed size under other repo folders of the same
+   * cache (sorted by folder), which the commit step may link or copy instead of fetching (after
+   * re-hashing it: a name is not proof of content).
+   */
+  readonly reuseFrom?: readonly string[];
 }
 
 /** Where one target keeps its files: the cache of a repo at a commit, or a local dir. */
@@ -52,7 +65,42 @@ async function partial(incomplete: string, state: string, file: RepoFile): Promi
   return { partialSize: p.size, ...(done === undefined ? {} : { resumeDone: done }) };
 }
 
-export async function surveyFile(target: SurveyTarget, file: RepoFile): Promise<FileSurvey> {
+/** The other repo folders of the cache holding `paths.repoDir` (models--, datasets--, spaces--), sorted. */
+export async function otherRepoDirs(paths: CachePaths): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(paths.root);
+  } catch {
+    return [];
+  }
+  const own = basename(paths.repoDir);
+  return names
+    .filter((n) => n !== own && /^(models|datasets|spaces)--/.test(n))
+    .sort()
+    .map((n) => join(paths.root, n));
+}
+
+/** The same LFS blob (by name and size) under other repo folders. */
+async function reuseCandidates(file: RepoFile, others: readonly string[]): Promise<string[]> {
+  if (file.lfs === undefined || others.length === 0) return [];
+  const found: string[] = [];
+  for (const dir of others) {
+    const p = join(dir, "blobs", file.lfs.sha256);
+    const st = await fileSize(p, false);
+    if (st !== undefined && st.size === file.size) found.push(p);
+  }
+  return found;
+}
+
+/**
+ * `others`: the cache's other repo folders (otherRepoDirs), searched for an LFS blob this repo
+ * lacks; empty (the default) searches none.
+ */
+export async function surveyFile(
+  target: SurveyTarget,
+  file: RepoFile,
+  others: readonly string[] = [],
+): Promise<FileSurvey> {
   if (target.kind === "cache") {
     const { paths, commit } = target;
     const id = blobId(file);
@@ -66,9 +114,11 @@ export async function surveyFile(target: SurveyTarget, file: RepoFile): Promise<
       const copy = await fileSize(link, false);
       linkOk = copy !== undefined && copy.size === file.size;
     }
+    const reuse = blob?.size === file.size ? [] : await reuseCandidates(file, others);
     return {
       path: file.path,
       ...(blob === undefined ? {} : { blobSize: blob.size }),
+      ...(reuse.length > 0 ? { reuseFrom: reuse } : {}),
       linkOk,
       ...(await partial(paths.incomplete(id), paths.state(id), file)),
     };
@@ -76,9 +126,18 @@ export async function surveyFile(target: SurveyTarget, file: RepoFile): Promise<
   const { paths } = target;
   const local = await fileSize(paths.file(file.path), false);
   const metadata = await readLocalMetadata(paths.metadata(file.path));
+  const dest = paths.file(file.path);
+  const expected = expectedHash(file);
+  const hashed =
+    local !== undefined &&
+    local.size === file.size &&
+    localVerdict(expected, local.mtimeMs, metadata) === "hash"
+      ? await fileMatches(dest, expected, file.size)
+      : undefined;
   return {
     path: file.path,
     ...(local === undefined ? {} : { localSize: local.size, localMtimeMs: local.mtimeMs }),
+    ...(hashed === undefined ? {} : { localHashOk: hashed }),
     ...(metadata === undefined ? {} : { metadata }),
     ...(await partial(paths.incomplete(file.path), paths.state(file.path), file)),
   };
@@ -91,6 +150,10 @@ export async function survey(
   concurrency = 32,
 ): Promise<Map<string, FileSurvey>> {
   const limit = pLimit(concurrency);
-  const out = await Promise.all(files.map((f) => limit(() => surveyFile(target, f))));
+  const others =
+    target.kind === "cache" && files.some((f) => f.lfs !== undefined)
+      ? await otherRepoDirs(target.paths)
+      : [];
+  const out = await Promise.all(files.map((f) => limit(() => surveyFile(target, f, others))));
   return new Map(out.map((s) => [s.path, s]));
 }

@@ -20,6 +20,8 @@ export interface BlobMeta {
   readonly etag: string;
   readonly size: number;
   readonly lfs: boolean;
+  /** The upstream that described it (bytes are fetched there); absent when read from the cache. */
+  readonly endpoint?: string | undefined;
 }
 
 const READ = 256 * 1024;
@@ -65,8 +67,8 @@ class Fetch {
 
 export interface BlobStoreOptions {
   readonly cacheDir: string;
-  /** The server's own client for the first upstream, with the server's token. */
-  readonly http: HttpClient;
+  /** The server's own client for an upstream endpoint, with the server's token (for that origin only). */
+  readonly http: (endpoint: string) => HttpClient;
   readonly engine: EngineOptions;
   readonly signal: AbortSignal;
   readonly metrics: Metrics;
@@ -85,7 +87,7 @@ export class BlobStore {
   }
 
   /** The running fetch of this blob, or a new one. */
-  fetch(meta: BlobMeta, resolveUrl: string): Fetch {
+  fetch(meta: BlobMeta, endpoint: string, resolveUrl: string): Fetch {
     const paths = cachePaths(this.#opts.cacheDir, meta.repo);
     const key = paths.blob(meta.etag);
     const running = this.#fetches.get(key);
@@ -102,7 +104,7 @@ export class BlobStore {
     metrics.fetchesInFlight++;
     const engine = new Engine(
       {
-        http: this.#opts.http,
+        http: this.#opts.http(endpoint),
         options: this.#opts.engine,
         retry: DEFAULT_RETRY_POLICY,
         signal: this.#opts.signal,
@@ -121,7 +123,7 @@ export class BlobStore {
           }
         },
       },
-      [{ file, sources: [{ endpoint: this.#opts.http.endpoint, url: resolveUrl }], placement, force: false }],
+      [{ file, sources: [{ endpoint, url: resolveUrl }], placement, force: false }],
     );
     void engine
       .run()
@@ -176,7 +178,7 @@ export class BlobStore {
         const { bytesRead } = await fh.read(buf, 0, n, pos);
         if (bytesRead === 0) throw new Error("blob shorter than its released prefix");
         pos += bytesRead;
-        metrics.bytesFromCache += bytesRead;
+        metrics.bytesServedWhileFetching += bytesRead;
         if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) {
           await new Promise<void>((r) => {
             const done = (): void => {

@@ -1,7 +1,10 @@
 /** Counters for /metrics, in Prometheus text format. */
 export class Metrics {
   readonly requestsByStatus = new Map<number, number>();
+  /** Bytes of blobs already whole in the cache (hits). */
   bytesFromCache = 0;
+  /** Bytes sent to clients of a blob while it was being fetched (they came from upstream once). */
+  bytesServedWhileFetching = 0;
   bytesFetchedUpstream = 0;
   blobHits = 0;
   blobMisses = 0;
@@ -22,6 +25,8 @@ export class Metrics {
       ...[...this.requestsByStatus].map(([s, n]) => `hfget_serve_requests_total{status="${s}"} ${n}`),
       "# TYPE hfget_serve_bytes_served_from_cache_total counter",
       `hfget_serve_bytes_served_from_cache_total ${this.bytesFromCache}`,
+      "# TYPE hfget_serve_bytes_served_while_fetching_total counter",
+      `hfget_serve_bytes_served_while_fetching_total ${this.bytesServedWhileFetching}`,
       "# TYPE hfget_serve_bytes_fetched_upstream_total counter",
       `hfget_serve_bytes_fetched_upstream_total ${this.bytesFetchedUpstream}`,
       "# TYPE hfget_serve_blob_hit_ratio gauge",

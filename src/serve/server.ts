@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { readFile, readlink, stat } from "node:fs/promises";
+import { mkdir, readFile, readlink, stat } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { basename } from "node:path";
+import { basename, dirname } from "node:path";
 import type { Dispatcher } from "undici";
 import { cachePaths } from "../cache/paths.js";
 import type { EngineOptions } from "../config.js";
@@ -11,6 +11,8 @@ import { HttpClient } from "../hub/http.js";
 import { checkRepoPath } from "../hub/paths.js";
 import { isCommitSha } from "../hub/resolve-revision.js";
 import type { RepoRef, RepoType } from "../repo.js";
+import { writeFileAtomic } from "../util/atomic-write.js";
+import { AccessMemory, publicRepoFromInfo } from "./access.js";
 import { type BlobMeta, BlobStore } from "./blobs.js";
 import { Metrics } from "./metrics.js";
 import { first, type UpstreamAnswer, Upstreams, UpstreamUnreachable } from "./upstream.js";
@@ -105,15 +107,55 @@ function unquote(etag: string | undefined): string | undefined {
 
 type Cached<T> = { value: T; at: number };
 
+/**
+ * Answers kept in memory, per client token: at most this many of each kind, oldest dropped first,
+ * so many distinct clients or queries cannot grow the server without bound (an API answer may be
+ * up to 32 MB; 512 keeps the worst case bounded and the common tree pages of a team's repos).
+ */
+const MAX_META_ENTRIES = 20_000;
+const MAX_API_ENTRIES = 512;
+
+function remember<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
+  map.delete(key); // re-inserted last: Map iterates in insertion order
+  map.set(key, value);
+  while (map.size > max) {
+    const oldest = map.keys().next();
+    if (oldest.done) break;
+    map.delete(oldest.value);
+  }
+}
+
+/**
+ * refs/<branch> -> the commit upstream last named, so the cache (read by huggingface_hub, hfget and
+ * --offline) resolves the branch as the server last saw it. No trailing newline, as huggingface_hub
+ * writes it. A failure to write it is not the client's problem: it is only logged by omission.
+ */
+async function writeRef(path: string, commit: string): Promise<void> {
+  try {
+    if ((await readFile(path, "utf8")) === commit) return;
+  } catch {
+    // not there yet
+  }
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await writeFileAtomic(path, commit);
+  } catch {
+    // read-only or full cache: the server still answers from upstream
+  }
+}
+
 export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   const metrics = new Metrics();
   const shutdown = new AbortController();
   const upstreams = new Upstreams(opts.upstreams, opts.dispatcher, metrics);
-  const http = new HttpClient({
-    endpoint: opts.upstreams[0]!,
-    token: opts.token,
-    dispatcher: opts.dispatcher,
-  });
+  // One client per upstream, so the server's token goes to each upstream's own origin only.
+  const clients = new Map(
+    opts.upstreams.map((endpoint) => [
+      endpoint,
+      new HttpClient({ endpoint, token: opts.token, dispatcher: opts.dispatcher }),
+    ]),
+  );
+  const http = (endpoint: string): HttpClient => clients.get(endpoint) ?? clients.get(opts.upstreams[0]!)!;
   const blobs = new BlobStore({
     cacheDir: opts.cacheDir,
     http,
@@ -124,8 +166,8 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   const metaCache = new Map<string, Cached<BlobMeta | UpstreamAnswer>>();
   const apiCache = new Map<string, Cached<UpstreamAnswer>>();
   const secrets = [opts.token, ...(opts.accessTokens ?? [])].filter((t): t is string => !!t);
-  const authKey = (auth: string | undefined) =>
-    auth ? createHash("sha256").update(auth).digest("hex").slice(0, 16) : "anon";
+  const authKey = AccessMemory.clientKey;
+  const access = new AccessMemory(ACCESS_TTL_MS);
 
   /** From the cache alone: refs/<rev> and snapshots/<commit>/<path> -> blobs/<id>. */
   async function localMeta(r: ResolveRoute): Promise<BlobMeta | undefined> {
@@ -156,7 +198,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   async function resolveMeta(
     r: ResolveRoute,
     auth: string | undefined,
-  ): Promise<BlobMeta | UpstreamAnswer | undefined> {
+  ): Promise<BlobMeta | UpstreamAnswer | "unconfirmed" | undefined> {
     const key = `${authKey(auth)} ${r.repo.type} ${r.repo.id} ${r.revision} ${r.path}`;
     const hit = metaCache.get(key);
     const ttl = isCommitSha(r.revision) ? ACCESS_TTL_MS : opts.revalidateMs;
@@ -173,7 +215,11 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       );
     } catch (err) {
       if (!(err instanceof UpstreamUnreachable)) throw err;
-      // Upstream down: the last thing it told us, else what the cache holds.
+      // Upstream down. Its last refusal still stands; anything else is served only to whom it
+      // confirmed may read this file (AccessMemory): never a cached gated or private file to anyone.
+      if (hit && "status" in hit.value) return hit.value;
+      if (!access.mayRead(auth, r.repo, r.path)) return "unconfirmed";
+      // The last commit it told this client, else what the cache's refs say.
       return hit?.value ?? (await localMeta(r));
     }
     let value: BlobMeta | UpstreamAnswer = answer;
@@ -189,10 +235,21 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
         /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(etag) &&
         Number.isSafeInteger(size)
       ) {
-        value = { repo: r.repo, commit, path: r.path, etag, size, lfs: linked !== undefined };
+        value = {
+          repo: r.repo,
+          commit,
+          path: r.path,
+          etag,
+          size,
+          lfs: linked !== undefined,
+          endpoint: answer.endpoint,
+        };
+        access.granted(auth, r.repo, r.path);
+        if (!isCommitSha(r.revision))
+          await writeRef(cachePaths(opts.cacheDir, r.repo).ref(r.revision), commit);
       }
     }
-    metaCache.set(key, { value, at: Date.now() });
+    remember(metaCache, key, { value, at: Date.now() }, MAX_META_ENTRIES);
     return value;
   }
 
@@ -203,6 +260,8 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       "content-length": body.length,
     };
     if (code) h["x-error-code"] = code;
+    // huggingface_hub shows X-Error-Message (a HEAD has no body); headers must be printable ASCII.
+    h["x-error-message"] = message.replace(/[^\x20-\x7e]/g, "?");
     res.writeHead(status, h);
     res.end(res.req.method === "HEAD" ? undefined : body);
   }
@@ -267,11 +326,15 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
         },
         shutdown.signal,
       );
-      if (a.status < 500) apiCache.set(key, { value: a, at: Date.now() });
+      if (a.status < 500) remember(apiCache, key, { value: a, at: Date.now() }, MAX_API_ENTRIES);
+      const pub = publicRepoFromInfo(url.pathname, a.status, a.body);
+      if (pub) access.repoIsPublic(pub);
       relay(res, a, self);
     } catch (err) {
       if (!(err instanceof UpstreamUnreachable)) throw err;
-      if (hit) return relay(res, hit.value, self);
+      // The answer this very client got (anonymous answers are public ones); a token's for a few minutes.
+      if (hit && (auth === undefined || Date.now() - hit.at < ACCESS_TTL_MS))
+        return relay(res, hit.value, self);
       sendError(res, 502, undefined, "upstream unreachable");
     }
   }
@@ -302,6 +365,12 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     auth: string | undefined,
   ): Promise<void> {
     const meta = await resolveMeta(r, auth);
+    if (meta === "unconfirmed") {
+      // 401/403, not 503: huggingface_hub retries a 5xx HEAD with backoff (1.28: two refused
+      // downloads took 52 s with 503, under a second with 401/403); a retry would not change the answer.
+      const message = `upstream unreachable: cannot confirm this client may read ${r.repo.id}/${r.path}`;
+      return sendError(res, auth ? 403 : 401, undefined, message);
+    }
     if (meta === undefined) {
       return sendError(
         res,
@@ -377,9 +446,12 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     if (opts.offline) return sendError(res, 404, "EntryNotFound", "offline: not cached");
     metrics.blobMisses++;
     const enc = r.path.split("/").map(encodeURIComponent).join("/");
+    // From the upstream that described the file (the first that answered), else the first one.
+    const endpoint = meta.endpoint ?? opts.upstreams[0]!;
     const f = blobs.fetch(
       meta,
-      `${opts.upstreams[0]}/${TYPE_PREFIX[r.repo.type]}${r.repo.id}/resolve/${meta.commit}/${enc}`,
+      endpoint,
+      `${endpoint}/${TYPE_PREFIX[r.repo.type]}${r.repo.id}/resolve/${meta.commit}/${enc}`,
     );
     // Headers at once (huggingface_hub gives up after 10 s without them), bytes as they are verified.
     res.writeHead(status, headers);
@@ -444,8 +516,9 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       if (!tok || !opts.accessTokens.has(tok))
         return sendError(res, 401, undefined, "this server needs an access token");
     }
-    // With --access-tokens, the client's token is the server's business, not upstream's.
-    const upstreamAuth = opts.accessTokens ? undefined : auth;
+    // With --access-tokens the client's token is the server's business, not upstream's: the listed
+    // clients read what the server's own token may (the admin vouched for them by listing them).
+    const upstreamAuth = opts.accessTokens ? (opts.token ? `Bearer ${opts.token}` : undefined) : auth;
     if (/(^|\/)\.\.(\/|$)/.test(url.pathname) || /%2f|%5c/i.test(url.pathname.split("/resolve/")[0] ?? "")) {
       throw new BadRequest("bad path");
     }

@@ -1,0 +1,207 @@
+import { type ErrorCode, HfgetError } from "../errors.js";
+import { type RepoRef, repoLabel } from "../repo.js";
+import type { HubClient } from "./client.js";
+import { listFiles } from "./list-files.js";
+import { resolveRevision } from "./resolve-revision.js";
+import type { RepoFile } from "./types.js";
+
+/** One way to read a revision: a branch/tag/sha, and the path of a pasted URL left after it. */
+export interface RevisionChoice {
+  readonly revision: string;
+  readonly path: string;
+}
+
+/** An endpoint that did not give the metadata, and what it answered. */
+export interface EndpointRefusal {
+  readonly endpoint: string;
+  readonly error: HfgetError;
+}
+
+/** A file's resolve URL at the pinned commit on one endpoint. */
+export interface EndpointUrl {
+  readonly endpoint: string;
+  readonly url: string;
+}
+
+/** `{endpoint}/{prefix}{id}/resolve/{commit}/{path}` on every endpoint, in the order given. */
+export function resolveUrls(
+  endpoints: readonly string[],
+  repo: RepoRef,
+  commit: string,
+  path: string,
+): EndpointUrl[] {
+  const encPath = path.split("/").map(encodeURIComponent).join("/");
+  return endpoints.map((endpoint) => ({
+    endpoint,
+    url: `${endpoint}/${repoLabel(repo)}/resolve/${encodeURIComponent(commit)}/${encPath}`,
+  }));
+}
+
+/** The metadata of a run: the commit every byte is fetched at, and the listing it is checked against. */
+export class PinnedListing {
+  constructor(
+    readonly repo: RepoRef,
+    /** Every endpoint, in preference order. */
+    readonly endpoints: readonly string[],
+    /** The endpoint that answered the revision and the listing. */
+    readonly endpoint: string,
+    readonly commit: string,
+    /** The revision as the answer read it (a pasted URL may split `<rev>/<path>` several ways). */
+    readonly revision: string,
+    /** The pasted URL's path inside the repo ("" without one). */
+    readonly path: string,
+    readonly files: readonly RepoFile[],
+    /** Endpoints tried before `endpoint` (or after, on a second round) that did not answer. */
+    readonly refused: readonly EndpointRefusal[],
+  ) {}
+
+  /** The file's resolve URL at the pinned commit on EVERY endpoint, in preference order. */
+  resolveUrlsFor(file: RepoFile | string): EndpointUrl[] {
+    return resolveUrls(this.endpoints, this.repo, this.commit, typeof file === "string" ? file : file.path);
+  }
+
+  /**
+   * `resolveUrlsFor(file)` with the endpoints that refused the metadata moved to the end (still in
+   * preference order): the engine's sources, so a mirror just seen down or lagging is asked last.
+   */
+  sourcesFor(file: RepoFile | string): EndpointUrl[] {
+    const refused = new Set(this.refused.map((r) => r.endpoint));
+    refused.delete(this.endpoint);
+    const all = this.resolveUrlsFor(file);
+    return [...all.filter((s) => !refused.has(s.endpoint)), ...all.filter((s) => refused.has(s.endpoint))];
+  }
+}
+
+/**
+ * The revision -> commit on one endpoint, trying each reading of a pasted URL: the longest revision
+ * that exists wins. A single choice costs one request.
+ */
+export async function resolveChoices(
+  hub: HubClient,
+  repo: RepoRef,
+  choices: readonly RevisionChoice[],
+  signal?: AbortSignal,
+): Promise<{ commit: string; revision: string; path: string }> {
+  for (const [i, c] of choices.entries()) {
+    try {
+      const { commit } = await resolveRevision(hub, repo, c.revision, signal);
+      return { commit, revision: c.revision, path: c.path };
+    } catch (err) {
+      const last = i === choices.length - 1;
+      if (last || !(err instanceof HfgetError) || err.code !== "REVISION_NOT_FOUND") throw err;
+    }
+  }
+  throw new HfgetError("REVISION_NOT_FOUND", `${repoLabel(repo)}: no revision`);
+}
+
+export interface PinOptions {
+  readonly signal?: AbortSignal | undefined;
+  /** Told of each endpoint set aside, as it happens (the CLI prints a notice). */
+  readonly onSkip?: (refusal: EndpointRefusal & { readonly next: string | undefined }) => void;
+}
+
+async function pinOn(
+  hub: HubClient,
+  repo: RepoRef,
+  choices: readonly RevisionChoice[],
+  signal: AbortSignal | undefined,
+): Promise<{ commit: string; revision: string; path: string; files: RepoFile[] }> {
+  const r = await resolveChoices(hub, repo, choices, signal);
+  const files: RepoFile[] = [];
+  for await (const f of listFiles(hub, repo, r.commit, { signal })) files.push(f);
+  return { ...r, files };
+}
+
+/**
+ * Revision -> commit and the listing, both from the first endpoint that answers them. With one
+ * endpoint this is that endpoint with its full retry policy, and its error unchanged.
+ *
+ * With several: a first round asks each in order once (no retries), so a dead or lagging mirror
+ * costs one request, not a backoff; any HfgetError sets the endpoint aside: network errors, 5xx,
+ * 429, 404 RepoNotFound/RevisionNotFound (a lagging mirror), a non-hub answer (PROTOCOL), and
+ * 401/403 too (another endpoint may hold a mirror the token opens; if none answers, the auth error
+ * is reported, as it is the one the user can act on). A second round retries, with the full
+ * policy, only those whose answer may change (network, 5xx, 429). If none answers, one error names
+ * what each endpoint answered.
+ */
+export async function pinListing(
+  hubs: readonly HubClient[],
+  repo: RepoRef,
+  choices: readonly RevisionChoice[],
+  opts: PinOptions = {},
+): Promise<PinnedListing> {
+  const endpoints = hubs.map((h) => h.endpoint);
+  if (hubs.length === 0) throw new Error("pinListing: no endpoint");
+  const pinned = (hub: HubClient, r: Awaited<ReturnType<typeof pinOn>>, refused: EndpointRefusal[]) =>
+    new PinnedListing(repo, endpoints, hub.endpoint, r.commit, r.revision, r.path, r.files, refused);
+  if (hubs.length === 1) return pinned(hubs[0]!, await pinOn(hubs[0]!, repo, choices, opts.signal), []);
+
+  const refused: EndpointRefusal[] = [];
+  const last = new Map<string, HfgetError>();
+  const attempt = async (hub: HubClient, next: string | undefined) => {
+    try {
+      return await pinOn(hub, repo, choices, opts.signal);
+    } catch (err) {
+      if (opts.signal?.aborted || !(err instanceof HfgetError) || err.code === "INTERRUPTED") throw err;
+      const refusal = { endpoint: hub.endpoint, error: err };
+      refused.push(refusal);
+      last.set(hub.endpoint, err);
+      opts.onSkip?.({ ...refusal, next });
+      return undefined;
+    }
+  };
+  const policy = hubs[0]!.retry;
+  for (const [i, hub] of hubs.entries()) {
+    const r = await attempt(hub.with({ retry: { ...policy, retries: 0 } }), hubs[i + 1]?.endpoint);
+    if (r !== undefined) return pinned(hub, r, refused);
+  }
+  if (policy.retries > 0) {
+    const again = hubs.filter((h) => last.get(h.endpoint)?.retryable === true);
+    for (const [i, hub] of again.entries()) {
+      const r = await attempt(
+        hub.with({ retry: { ...policy, retries: policy.retries - 1 } }),
+        again[i + 1]?.endpoint,
+      );
+      if (r !== undefined) return pinned(hub, r, refused);
+    }
+  }
+  throw noEndpointAnswered(
+    `${repoLabel(repo)}@${choices[0]?.revision ?? "main"}`,
+    endpoints.map((endpoint) => ({ endpoint, error: last.get(endpoint)! })),
+  );
+}
+
+/** Most telling first: an auth answer the user can act on, then "not found", then the rest. */
+const PRIORITY: readonly ErrorCode[] = [
+  "GATED",
+  "UNAUTHORIZED",
+  "REPO_NOT_FOUND",
+  "REVISION_NOT_FOUND",
+  "ENTRY_NOT_FOUND",
+  "PROTOCOL",
+  "RATE_LIMITED",
+  "SERVER_ERROR",
+  "NETWORK",
+];
+
+/** `org/x@main: revision not found (server: …)` -> `revision not found (server: …)` */
+export function reasonOf(error: HfgetError, what: string): string {
+  const m = error.message;
+  return m.startsWith(`${what}: `) ? m.slice(what.length + 2) : m;
+}
+
+/**
+ * One error for "no endpoint answered": its code is the most telling answer (all down: NETWORK,
+ * exit 6), and its message names what each endpoint said.
+ */
+export function noEndpointAnswered(what: string, refusals: readonly EndpointRefusal[]): HfgetError {
+  const codes = refusals.map((r) => r.error.code);
+  const code = PRIORITY.find((c) => codes.includes(c)) ?? refusals[0]?.error.code ?? "NETWORK";
+  const lead = refusals.find((r) => r.error.code === code)?.error;
+  const each = refusals.map((r) => `${r.endpoint}: ${reasonOf(r.error, what)}`).join("; ");
+  return new HfgetError(code, `${what}: no endpoint answered (${each})`, {
+    hint: lead?.hint ?? "check the endpoints given with --mirror / HFGET_MIRRORS",
+    status: lead?.status,
+    cause: lead,
+  });
+}
