@@ -130,7 +130,8 @@ const hfgetNode: Tool = {
   command(ctx) {
     return {
       cmd: process.execPath,
-      args: [...benchNodeArgs(), HFGET_BIN, ...hfgetArgs(ctx)],
+      // HFGET_BENCH_NODE_BIN: another build's bin/hfget.js (A/B against a base commit in one run).
+      args: [...benchNodeArgs(), process.env.HFGET_BENCH_NODE_BIN ?? HFGET_BIN, ...hfgetArgs(ctx)],
       env: cleanEnv(ctx),
     };
   },

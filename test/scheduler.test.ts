@@ -6,7 +6,9 @@ import { rmSync } from "node:fs";
 import { describe, it } from "node:test";
 import { type Release, tryLock } from "../src/cache/lock.js";
 import { isHfgetError } from "../src/errors.js";
+import { chunkTask } from "../src/fetch/chunk.js";
 import { FileJob, type FileWork } from "../src/fetch/job.js";
+import { REQUEST_MIN, requestSize, splitPoint } from "../src/fetch/scheduler.js";
 import { runEngine } from "./enginekit.js";
 import { fileFromBuffer, makeRepo, randomBytesSeeded } from "./fakehub/index.js";
 import { tempDir, withHub } from "./helpers.js";
@@ -43,6 +45,65 @@ describe("file job", () => {
     await job.teardown("keep");
     assert.equal(released, 1);
     assert.equal(inFlight.aborted, true);
+  });
+});
+
+describe("bounded requests and steals", () => {
+  const MiB = 1024 * 1024;
+
+  it("a thief splits at half of what is left, never before the victim's request in flight ends", () => {
+    const t = chunkTask(0, 16 * MiB);
+    t.received = 4 * MiB;
+    t.asked = 6 * MiB;
+    assert.equal(splitPoint(t), 10 * MiB);
+    t.asked = 14 * MiB;
+    assert.equal(splitPoint(t), 14 * MiB);
+  });
+
+  it("a request asks for ~2 s of the measured rate, less as the run nears its end", () => {
+    const far = 1024 * MiB;
+    assert.equal(requestSize(64 * MiB, undefined, far, 8), REQUEST_MIN);
+    assert.equal(requestSize(64 * MiB, 5 * MiB, far, 8), 10 * MiB);
+    // 96 MiB not asked yet over 8 connections: 6 MiB a request.
+    assert.equal(requestSize(64 * MiB, 5 * MiB, 96 * MiB, 8), 6 * MiB);
+    assert.equal(requestSize(64 * MiB, 5 * MiB, 8 * MiB, 8), REQUEST_MIN);
+    // A remainder below REQUEST_MIN goes with the request.
+    assert.equal(requestSize(11 * MiB, 5 * MiB, far, 8), 11 * MiB);
+    assert.equal(requestSize(3 * MiB, 5 * MiB, 8 * MiB, 8), 3 * MiB);
+  });
+
+  const tail = fileFromBuffer("tail.bin", randomBytesSeeded(21, 24 * 1024 * 1024), { lfs: true });
+  const tailRepo = makeRepo("org/tail", [tail]);
+
+  it("the tail of a file is split among idle connections without the CDN sending a byte twice", {
+    timeout: 60_000,
+  }, async () => {
+    await withHub([tailRepo], {}, async (hub) => {
+      const cacheDir = tempDir();
+      try {
+        hub.faults.push({ server: "cdn", fault: { type: "throttle", bytesPerSec: 8_000_000 } });
+        // 3 chunks of 8 MiB, 4 connections: the 4th connection steals at once, and so do the
+        // others when they finish first.
+        const run = await runEngine(tailRepo, [tail], {
+          cacheDir,
+          endpoints: [hub.url],
+          connections: 4,
+          chunkSize: "8M",
+        });
+        assert.equal(run.error, undefined, String(run.error));
+        assert.equal(run.sha256Of(tail), tail.lfs!.sha256);
+        const gets = hub.log.filter((r) => r.server === "cdn" && r.method === "GET");
+        const starts = gets.map((r) => Number(/bytes=(\d+)-/.exec(r.range ?? "")?.[1] ?? 0));
+        assert.ok(
+          starts.some((s) => s % (8 * MiB) !== 0 && s % REQUEST_MIN !== 0),
+          `no request started inside a chunk (no steal): ${starts.join(",")}`,
+        );
+        const sent = gets.reduce((n, r) => n + r.bytesSent, 0);
+        assert.equal(sent, tail.size, `the CDN sent ${sent} bytes for a file of ${tail.size}`);
+      } finally {
+        rmSync(cacheDir, { recursive: true, force: true });
+      }
+    });
   });
 });
 

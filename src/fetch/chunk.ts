@@ -12,11 +12,16 @@ export interface ChunkTask {
   pos: number;
   /** Next byte to receive: bytes in [pos, received) are buffered, about to be written. */
   received: number;
+  /**
+   * End of the request in flight (what the server will send; `pos` between requests). A thief
+   * splits at or after it, so no byte asked for is thrown away.
+   */
+  asked: number;
   end: number;
 }
 
 export function chunkTask(start: number, end: number): ChunkTask {
-  return { start, pos: start, received: start, end };
+  return { start, pos: start, received: start, asked: start, end };
 }
 
 /**
@@ -74,8 +79,15 @@ export interface ChunkRequest {
   readonly filePath: string;
   /** The ETag earlier answers for this file carried; a different one means the content changed. */
   readonly expectEtag: string | undefined;
-  /** Called once the answer's status and range are checked, before its body is read. */
-  readonly onResponse?: (url: string, etag: string | undefined) => void;
+  /**
+   * End (exclusive) of the next request, asked before each one: the chunk is fetched as bounded
+   * requests. Undefined: one request for the whole rest of the chunk.
+   */
+  readonly requestEnd?: (task: ChunkTask) => number;
+  /** Called once each answer's status and range are checked, before its body is read; `ms`: time to its headers. */
+  readonly onResponse?: (url: string, etag: string | undefined, ms: number) => void;
+  /** Called when a request delivered all it asked: `bytes` in `ms` (headers to last byte). */
+  readonly onRequestDone?: (bytes: number, ms: number) => void;
   /** Called after each write reached the file, with the bytes written at `offset`. */
   readonly onWritten: (offset: number, buf: Buffer) => void;
 }
@@ -225,14 +237,46 @@ async function writeAll(
 }
 
 /**
- * One HTTP request for the rest of a chunk: checks the status and Content-Range, writes the bytes at
- * their offsets, never past `task.end` (which may shrink while it runs), and never more than asked.
- * Returns when the chunk is complete; throws (retryable or not) otherwise, leaving `task.pos` at the
- * first byte not written.
+ * Fetches the rest of a chunk as a sequence of bounded Range requests on the kept-alive connections:
+ * each asks for [task.pos, requestEnd(task)) and is read to its last byte, so the connection is reused
+ * and a thief that takes the tail (it splits at or after `task.asked`, see scheduler.ts) never makes
+ * the CDN send bytes nobody keeps. Checks every status and Content-Range, writes the bytes at their
+ * offsets, never past `task.end`. Returns when the chunk is complete; throws (retryable or not)
+ * otherwise, leaving `task.pos` at the first byte not written.
  */
 export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
   const { task } = req;
-  const asked = req.wholeFile ? undefined : { start: task.pos, end: task.end };
+  const block = takeBlock(task.end - task.pos);
+  try {
+    let url = req.url;
+    let etag: string | undefined;
+    for (;;) {
+      const one = await fetchRequest(req, url, block);
+      if (one.kind === "range-ignored") return one;
+      url = one.url;
+      etag ??= one.etag;
+      if (task.pos >= task.end) return { kind: "done", url, etag };
+    }
+  } finally {
+    task.asked = task.pos;
+    giveBlock(block);
+  }
+}
+
+/** One request of a chunk: bytes [task.pos, requestEnd) (or the whole file), gathered in `block`. */
+async function fetchRequest(
+  req: ChunkRequest,
+  url: string,
+  block: Buffer,
+): Promise<(ChunkOutcome & { kind: "done" }) | { readonly kind: "range-ignored" }> {
+  const { task } = req;
+  const asked = req.wholeFile
+    ? undefined
+    : {
+        start: task.pos,
+        end: Math.min(task.end, Math.max(task.pos + 1, req.requestEnd?.(task) ?? task.end)),
+      };
+  task.asked = asked?.end ?? req.size;
   const headers: Record<string, string> = asked ? { range: rangeHeader(asked.start, asked.end) } : {};
   const listed = req.listedOrigins;
   const checkRedirect =
@@ -243,7 +287,8 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
             throw new ElsewhereError(req.what, from, to, status);
           }
         };
-  const res = await req.http.request(req.url, {
+  const sent = Date.now();
+  const res = await req.http.request(url, {
     headers,
     signal: req.signal,
     followRedirects: true,
@@ -259,11 +304,13 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
     res.body.destroy();
     throw new ContentChangedError(req.what);
   }
-  req.onResponse?.(res.url, etag);
+  const answered = Date.now();
+  req.onResponse?.(res.url, etag, answered - sent);
+  const first = task.pos;
+  const until = asked?.end ?? req.size;
   task.received = task.pos;
-  const block = takeBlock(task.end - task.pos);
   let fill = 0;
-  let lastWrite = Date.now();
+  let lastWrite = answered;
   /** Writes the gathered block at task.pos; the block is free again afterwards. */
   const flush = async () => {
     if (fill === 0) return;
@@ -278,8 +325,8 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
   try {
     for await (const data of res.body) {
       let buf = data as Buffer;
-      // Never past task.end: it is the asked-for end, the file's size, or where a thief took over.
-      const room = task.end - task.received;
+      // Never past task.end (the file's size, or where a thief took over) nor past what was asked.
+      const room = Math.min(task.end, until) - task.received;
       if (buf.length > room) buf = buf.subarray(0, room);
       while (buf.length > 0) {
         const n = Math.min(buf.length, block.length - fill);
@@ -290,7 +337,9 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
         if (fill === block.length) await flush();
       }
       if (fill > 0 && Date.now() - lastWrite >= WRITE_MAX_DELAY_MS) await flush();
-      if (task.received >= task.end) break;
+      // The body is read to its end (the connection is then reused) unless task.end moved below
+      // what was asked, which only a whole-file stream allows.
+      if (task.received >= task.end && task.end < until) break;
     }
     await flush();
   } catch (err) {
@@ -300,16 +349,15 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
     task.received = task.pos;
     if (err instanceof HfgetError) throw err;
     throw req.http.networkError(err, new URL(res.url), req.signal);
-  } finally {
-    giveBlock(block);
-  }
-  if (task.pos < task.end) {
-    res.body.destroy();
-    throw new HfgetError(
-      "NETWORK",
-      `${req.what}: the connection ended at byte ${task.pos} of ${task.end} (${showUrl(res.url)})`,
-    );
   }
   res.body.destroy();
+  const end = Math.min(task.end, until);
+  if (task.pos < end) {
+    throw new HfgetError(
+      "NETWORK",
+      `${req.what}: the connection ended at byte ${task.pos} of ${end} (${showUrl(res.url)})`,
+    );
+  }
+  req.onRequestDone?.(task.pos - first, Date.now() - answered);
   return { kind: "done", url: res.url, etag };
 }

@@ -17,7 +17,7 @@ import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
 import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 import { FileJob, type FileWork, STATE_MIN_BYTES } from "./job.js";
-import { Scheduler } from "./scheduler.js";
+import { REQUEST_MIN, REQUEST_SECONDS, requestSize, Scheduler } from "./scheduler.js";
 import { type FileSource, SourcePool } from "./sources.js";
 
 export type { FileWork } from "./job.js";
@@ -343,12 +343,13 @@ export class Engine {
       const endpoint = source.endpoint;
       const before = task.pos;
       const usedUrl = job.urls.get(endpoint);
-      const sent = Date.now();
-      let answered = sent;
       this.#pool.started(endpoint);
       try {
         const viaResolve = usedUrl === undefined;
-        const wholeFile = job.whole || (viaResolve && task.pos === 0 && task.end === job.size);
+        // A small file is one request without Range; a larger one is fetched in bounded requests
+        // from its first byte, so that its tail can be split without waste.
+        const wholeFile =
+          job.whole || (viaResolve && task.pos === 0 && task.end === job.size && job.size <= 2 * REQUEST_MIN);
         const outcome = await fetchChunk({
           http: this.#ctx.http,
           endpointOrigin: new URL(endpoint).origin,
@@ -365,9 +366,18 @@ export class Engine {
           expectEtag: multi ? job.etags.get(endpoint) : job.etag,
           // The first answer tells where the bytes are: the other connections can start now,
           // not when this whole chunk is done.
-          onResponse: (url, etag) => {
-            answered = Date.now();
-            this.#pool.answered(endpoint, answered - sent);
+          requestEnd: (t) => {
+            const rate = this.#pool.stats(endpoint).bytesPerSec;
+            const conns = this.#ctx.options.connections;
+            // Past this much unasked, the rate alone decides.
+            const unasked = this.#sched.unasked(
+              2 * conns * Math.max(REQUEST_MIN, (rate ?? 0) * REQUEST_SECONDS),
+            );
+            return t.pos + requestSize(t.end - t.pos, rate, unasked, conns);
+          },
+          onRequestDone: (bytes, ms) => this.#pool.succeeded(endpoint, bytes, ms),
+          onResponse: (url, etag, ms) => {
+            this.#pool.answered(endpoint, ms);
             if (job.generation !== generation || job.whole) return;
             if (!job.urls.has(endpoint)) job.urls.set(endpoint, url);
             if (etag !== undefined && !job.etags.has(endpoint)) job.etags.set(endpoint, etag);
@@ -391,7 +401,6 @@ export class Engine {
           },
         });
         this.#pool.ended(endpoint);
-        this.#pool.succeeded(endpoint, task.pos - before, Date.now() - answered);
         if (superseded()) return;
         if (outcome.kind === "range-ignored") {
           await this.#switchToWhole(job);

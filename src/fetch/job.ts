@@ -71,7 +71,10 @@ export class FileJob {
   whole = false;
   /** Bumped whenever in-flight requests of this file must be dropped (restart, whole-file switch). */
   generation = 0;
-  controller: AbortController;
+  /** Made when first asked for: a run of 3000 small files then builds 3000 jobs without 3000 listeners on the run's signal. */
+  #controller: AbortController | undefined;
+  /** Removes the current controller's listener on the run's signal. */
+  #unlink: (() => void) | undefined;
   verifyFailures = 0;
   /** Endpoints suspected of bad bytes whose ranges are being fetched again from the others. */
   suspect: string | undefined;
@@ -81,8 +84,12 @@ export class FileJob {
   constructor(
     readonly work: FileWork,
     readonly runSignal: AbortSignal,
-  ) {
-    this.controller = this.#linkedController();
+  ) {}
+
+  /** Aborts every request and retry sleep of this file (a new generation, teardown, the run's abort). */
+  get controller(): AbortController {
+    this.#controller ??= this.#linkedController();
+    return this.#controller;
   }
 
   get phase(): Phase {
@@ -102,9 +109,13 @@ export class FileJob {
     const c = new AbortController();
     // Every chunk request and retry sleep of the file listens on it: more than Node's default 10.
     setMaxListeners(0, c.signal);
-    const onRunAbort = () => c.abort(this.runSignal.reason);
-    if (this.runSignal.aborted) onRunAbort();
-    else this.runSignal.addEventListener("abort", onRunAbort, { once: true, signal: c.signal });
+    const run = this.runSignal;
+    const onRunAbort = () => c.abort(run.reason);
+    if (run.aborted) onRunAbort();
+    else {
+      run.addEventListener("abort", onRunAbort, { once: true });
+      this.#unlink = () => run.removeEventListener("abort", onRunAbort);
+    }
     return c;
   }
 
@@ -121,7 +132,8 @@ export class FileJob {
   newGeneration(): void {
     this.generation++;
     this.controller.abort(new Error("superseded"));
-    this.controller = this.#linkedController();
+    this.#unlink?.();
+    this.#controller = this.#linkedController();
   }
 
   /** Records that `endpoint` wrote [offset, end). */
@@ -171,6 +183,9 @@ export class FileJob {
     try {
       await this.closeFiles(end);
     } finally {
+      // A finished job is not kept alive by the run's signal.
+      this.#unlink?.();
+      this.#unlink = undefined;
       const release = this.release;
       this.release = undefined;
       await release?.();

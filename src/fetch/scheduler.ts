@@ -2,8 +2,31 @@ import type { ChunkTask } from "./chunk.js";
 import { chunkTask } from "./chunk.js";
 import type { FileJob } from "./job.js";
 
-/** A running chunk is split when at least twice this much is left and a worker is idle. */
+/** A running chunk is split when a worker is idle and the thief would get at least this much. */
 export const STEAL_MIN = 1024 * 1024;
+
+/** Smallest bounded request: a steal point every few MiB at the tail, one round trip per few MiB. */
+export const REQUEST_MIN = 2 * 1024 * 1024;
+/** A request asks for about this long of its connection's measured rate: one round trip per ~2 s is <1% even at 20 ms RTT. */
+export const REQUEST_SECONDS = 2;
+
+/**
+ * Bytes the next request of a chunk asks for, `left` bytes before its end: about REQUEST_SECONDS of
+ * the endpoint's per-request rate (REQUEST_MIN while unmeasured), but at most 1/(2 x connections) of
+ * what the run has not asked for yet (`unasked`), so requests shrink as the run nears its end and
+ * every connection finishes at about the same time, with a steal point in each running chunk (guided
+ * self-scheduling). A remainder smaller than REQUEST_MIN goes with the request.
+ */
+export function requestSize(
+  left: number,
+  bytesPerSec: number | undefined,
+  unasked: number,
+  connections: number,
+): number {
+  let size = Math.max(REQUEST_MIN, Math.round((bytesPerSec ?? 0) * REQUEST_SECONDS));
+  size = Math.min(size, Math.max(REQUEST_MIN, Math.ceil(unasked / (2 * connections))));
+  return left - size < REQUEST_MIN ? left : size;
+}
 
 export interface SchedulerHooks {
   /** Takes a queued job through opening (and further, as far as it goes on this worker). */
@@ -142,25 +165,51 @@ export class Scheduler {
   }
 
   #stealable(): { job: FileJob; task: ChunkTask } | undefined {
-    let best: { job: FileJob; victim: ChunkTask } | undefined;
-    let bestLeft = 2 * STEAL_MIN;
+    let best: { job: FileJob; victim: ChunkTask; split: number } | undefined;
+    let bestLeft = STEAL_MIN - 1;
     for (const job of this.active) {
       if (job.phase !== "fetching" || job.whole || job.urls.size === 0) continue;
       for (const t of job.running) {
-        const left = t.end - t.received;
-        if (left >= bestLeft) {
+        const split = splitPoint(t);
+        const left = t.end - split;
+        if (left > bestLeft) {
           bestLeft = left;
-          best = { job, victim: t };
+          best = { job, victim: t, split };
         }
       }
     }
     if (!best) return undefined;
-    const { victim } = best;
-    // Split at what the victim has received (buffered or written): it never takes a byte past its
-    // new end, so the halves never overlap.
-    const mid = victim.received + Math.floor((victim.end - victim.received) / 2);
-    const task = chunkTask(mid, victim.end);
-    victim.end = mid;
+    const { victim, split } = best;
+    const task = chunkTask(split, victim.end);
+    victim.end = split;
     return { job: best.job, task };
   }
+
+  /**
+   * Bytes of the run not asked of any server yet: pending chunks, the rest of running chunks past
+   * their request in flight, queued files. Counting stops once past `limit`.
+   */
+  unasked(limit: number): number {
+    let n = 0;
+    for (const job of this.active) {
+      for (const t of job.pending) n += t.end - t.pos;
+      for (const t of job.running) n += Math.max(0, t.end - Math.max(t.pos, t.asked));
+      if (n > limit) return n;
+    }
+    for (const job of this.queue) {
+      n += job.size;
+      if (n > limit) return n;
+    }
+    return n;
+  }
+}
+
+/**
+ * Where a thief may split a running chunk: half of what the victim has not received, but never
+ * before the end of the victim's request in flight (the server sends those bytes anyway; they would
+ * be thrown away). The victim keeps [.., split), the thief takes [split, end).
+ */
+export function splitPoint(t: ChunkTask): number {
+  const mid = t.received + Math.floor((t.end - t.received) / 2);
+  return Math.max(mid, t.asked);
 }
