@@ -213,7 +213,17 @@ test("upstream unreachable: cached public files served to all, gated/private onl
       assert.deepEqual((await get(`${srv.url}/org/priv/resolve/main/config.json`, tok)).body, priv);
       assert.equal((await get(`${srv.url}/org/priv/resolve/main/config.json`)).status, 401);
 
+      assert.equal((await get(`${srv.url}/api/models/org/pub`)).status, 200);
+      assert.equal((await get(`${srv.url}/api/models/org/gated`)).status, 200);
       await hub.close();
+      // API queries never asked before: from the disk for the repo upstream said is public, not for the gated one.
+      const tree = await get(`${srv.url}/api/models/org/pub/tree/main?recursive=true`);
+      assert.equal(tree.status, 200, tree.body.toString());
+      assert.deepEqual(
+        (JSON.parse(tree.body.toString()) as { path: string }[]).map((e) => e.path),
+        ["p.bin"],
+      );
+      assert.equal((await get(`${srv.url}/api/models/org/gated/tree/main?recursive=true`)).status, 502);
       // Public: served to anyone, by branch and by commit.
       for (const rev of ["main", commit(0)]) {
         const r = await get(`${srv.url}/org/pub/resolve/${rev}/p.bin`);
@@ -349,7 +359,32 @@ test("--offline: serves what is cached, never asks upstream, 404 for the rest", 
       const miss = await get(`${srv.url}/org/m/resolve/main/b.bin`);
       assert.equal(miss.status, 404);
       assert.equal(miss.headers.get("x-error-code"), "EntryNotFound");
-      assert.equal((await get(`${srv.url}/api/models/org/m/revision/main`)).status, 404);
+      // The API from the cache on disk (a fresh process remembers nothing): what is cached, nothing else.
+      const info = await get(`${srv.url}/api/models/org/m/revision/main?blobs=true`);
+      assert.equal(info.status, 200, info.body.toString());
+      const parsed = JSON.parse(info.body.toString()) as {
+        sha: string;
+        siblings: { rfilename: string; size: number }[];
+      };
+      assert.equal(parsed.sha, commit);
+      assert.deepEqual(
+        parsed.siblings.map((s) => [s.rfilename, s.size]),
+        [["a.txt", a.length]],
+      );
+      const tree = await get(`${srv.url}/api/models/org/m/tree/${commit}?recursive=true`);
+      assert.deepEqual(
+        (JSON.parse(tree.body.toString()) as { path: string }[]).map((e) => e.path),
+        ["a.txt"],
+      );
+      for (const [path, code] of [
+        ["/api/models/org/other/revision/main", "RepoNotFound"],
+        ["/api/models/org/m/revision/v9", "RevisionNotFound"],
+        [`/api/models/org/m/tree/${commit}/nope`, "EntryNotFound"],
+      ] as const) {
+        const r = await get(`${srv.url}${path}`);
+        assert.equal(r.status, 404, path);
+        assert.equal(r.headers.get("x-error-code"), code, path);
+      }
     });
     assert.deepEqual(hub.log, [], "offline: the upstream saw no request");
   });

@@ -14,6 +14,7 @@ import type { RepoRef, RepoType } from "../repo.js";
 import { writeFileAtomic } from "../util/atomic-write.js";
 import { AccessMemory, publicRepoFromInfo } from "./access.js";
 import { type BlobMeta, BlobStore } from "./blobs.js";
+import { localApi } from "./local.js";
 import { Metrics } from "./metrics.js";
 import { first, type UpstreamAnswer, Upstreams, UpstreamUnreachable } from "./upstream.js";
 
@@ -314,7 +315,11 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     const key = `${authKey(auth)} ${method} ${url.pathname}${url.search} ${createHash("sha256").update(body).digest("hex")}`;
     const hit = apiCache.get(key);
     if (hit && (opts.offline || Date.now() - hit.at < opts.revalidateMs)) return relay(res, hit.value, self);
-    if (opts.offline) return sendError(res, 404, "RepoNotFound", "offline: not cached");
+    if (opts.offline) {
+      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"]);
+      if (local) return relay(res, { endpoint: self, ...local }, self);
+      return sendError(res, 404, "RepoNotFound", "offline: not cached");
+    }
     try {
       const a = await upstreams.ask(
         method,
@@ -335,6 +340,11 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       // The answer this very client got (anonymous answers are public ones); a token's for a few minutes.
       if (hit && (auth === undefined || Date.now() - hit.at < ACCESS_TTL_MS))
         return relay(res, hit.value, self);
+      // Nothing remembered: the disk, for a repo the upstream said is public (gated/private stay unserved).
+      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"], (repo) =>
+        access.repoKnownPublic(repo),
+      );
+      if (local && local.status < 400) return relay(res, { endpoint: self, ...local }, self);
       sendError(res, 502, undefined, "upstream unreachable");
     }
   }
