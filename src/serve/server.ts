@@ -31,6 +31,8 @@ export interface ServeOptions {
   readonly revalidateMs: number;
   readonly engine: EngineOptions;
   readonly dispatcher: Dispatcher;
+  /** A client socket with nothing sent or received for this long is cut (default 60 s). */
+  readonly idleTimeoutMs?: number | undefined;
   /** One JSON line per request (never a token). */
   readonly log: (line: string) => void;
 }
@@ -543,7 +545,9 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   server.requestTimeout = 0; // a multi-GiB body may take long; idle sockets are cut by timeout below
   server.headersTimeout = 20_000;
   server.keepAliveTimeout = 5_000;
-  server.setTimeout(60_000, (socket) => socket.destroy());
+  // A client that stops reading blocks only its own response (each waits for its own drain; the
+  // upstream fetch and the other clients go on), and is cut once its socket was idle this long.
+  server.setTimeout(opts.idleTimeoutMs ?? 60_000, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.host, () => resolve());
