@@ -413,7 +413,15 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       headers["x-linked-etag"] = `"${meta.etag}"`;
       headers["x-linked-size"] = meta.size;
     }
-    if (isCommitSha(r.revision)) headers["cache-control"] = "public, max-age=31536000, immutable";
+    // By commit a file never changes. A shared cache in front (nginx, a CDN) may keep it only when it
+    // is public: served to a request without a token, and not behind --access-tokens. A file served
+    // on a client's token is "private": a proxy that kept it would hand a gated file to anyone.
+    if (isCommitSha(r.revision)) {
+      const shared = req.headers.authorization === undefined && !opts.accessTokens;
+      headers["cache-control"] = `${shared ? "public" : "private"}, max-age=31536000, immutable`;
+    } else {
+      headers["cache-control"] = "no-cache";
+    }
     const inm = req.headers["if-none-match"];
     if (inm?.split(",").some((t) => unquote(t.trim()) === meta.etag || t.trim() === "*")) {
       res.writeHead(304, headers);
