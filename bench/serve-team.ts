@@ -249,6 +249,10 @@ export async function runServeTeamBench(opts: {
       let run: TeamRun;
       try {
         const r = await teamRun(setup, front?.url ?? hub.url, hub, join(work, "out"), clients, file.path);
+        // The CDN logs a session when its connection closes: stop the front first (hfget serve keeps
+        // its upstream connections alive), then wait for the log to settle.
+        await front?.stop();
+        front = undefined;
         await cdn.settle(500, 10_000);
         const t = await cdn.trafficSince(mark);
         run = {
