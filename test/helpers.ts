@@ -1,8 +1,10 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { isPartialName } from "../src/cache/paths.js";
 import { type FakeHub, type FakeRepo, type StartOptions, startFakeHub } from "./fakehub/index.js";
@@ -81,6 +83,35 @@ export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<
     });
     opts.onSpawn?.(child);
   });
+}
+
+/**
+ * Runs the CLI's `main` in this process (the bin only adds `process.exit(code)`): for tests that run
+ * it many times, where a process start each (1-3 s on a loaded 2-core machine) would dominate.
+ * Stdout/stderr are collected; no terminal, no stdin, signals from an emitter nobody fires.
+ */
+export async function runInProcess(args: readonly string[], env = cleanEnv()): Promise<CliRun> {
+  const { main } = await import("../src/cli.js");
+  let stdout = "";
+  let stderr = "";
+  const sink = (add: (s: string) => void) =>
+    new Writable({
+      write(chunk: Buffer | string, _enc, done) {
+        add(chunk.toString());
+        done();
+      },
+    });
+  const code = await main(["node", "hfget", ...args], {
+    stdout: sink((t) => {
+      stdout += t;
+    }),
+    stderr: sink((t) => {
+      stderr += t;
+    }),
+    env,
+    signals: new EventEmitter(),
+  });
+  return { code, signal: null, stdout, stderr };
 }
 
 const made: string[] = [];

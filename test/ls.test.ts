@@ -14,7 +14,7 @@ import {
   startFakeHub,
   TEST_TOKEN,
 } from "./fakehub/index.js";
-import { cleanEnv, runCli } from "./helpers.js";
+import { cleanEnv, runCli, runInProcess } from "./helpers.js";
 
 function smallFiles(n: number, prefix = ""): FakeFile[] {
   return Array.from({ length: n }, (_, i) =>
@@ -50,7 +50,7 @@ describe("hub listing and hfget ls", () => {
   });
 
   const ls = (args: string[], env: Record<string, string | undefined> = {}) =>
-    runCli(["ls", ...args, "--mirror", hub.url, "--json"], { env: cleanEnv(env), timeoutMs: 30_000 });
+    runInProcess(["ls", ...args, "--mirror", hub.url, "--json"], cleanEnv(env));
 
   it("prints every file of a 3000-file dataset exactly once, across pages with mirror next-links", async () => {
     mirrorHub.clearLog();

@@ -13,7 +13,7 @@ import {
   randomBytesSeeded,
   startFakeHub,
 } from "./fakehub/index.js";
-import { cleanEnv, repoCacheDir, runCli, sha256File, show, tempDir } from "./helpers.js";
+import { cleanEnv, repoCacheDir, runCli, runInProcess, sha256File, show, tempDir } from "./helpers.js";
 
 const MiB = 1024 * 1024;
 const lfsFile: RepoFile = {
@@ -146,18 +146,12 @@ describe("dry-run agrees with the real run", () => {
     await hub.close();
   });
 
-  const run = (args: string[]) =>
-    runCli(["org/planned", "--mirror", hub.url, "--quiet", ...args], { env: cleanEnv(), timeoutMs: 60_000 });
+  const run = (args: string[]) => runInProcess(["org/planned", "--mirror", hub.url, "--quiet", ...args]);
   const dry = async (args: string[]) => {
-    const r = await runCli(["org/planned", "--mirror", hub.url, "--dry-run", ...args], {
-      env: cleanEnv(),
-      timeoutMs: 30_000,
-    });
+    // In-process (main's own exit code): two dozen process starts dominated this suite's time.
+    const r = await runInProcess(["org/planned", "--mirror", hub.url, "--dry-run", ...args]);
     assert.equal(r.code, 0, show(r));
-    const j = await runCli(["org/planned", "--mirror", hub.url, "--dry-run", "--json", ...args], {
-      env: cleanEnv(),
-      timeoutMs: 30_000,
-    });
+    const j = await runInProcess(["org/planned", "--mirror", hub.url, "--dry-run", "--json", ...args]);
     assert.equal(j.code, 0, show(j));
     const out = JSON.parse(j.stdout) as DryOut;
     assert.equal(out.dryRun, true);
