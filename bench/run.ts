@@ -2,6 +2,7 @@
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { type MirrorsBenchResult, mirrorsReport, runMirrorsBench } from "./mirrors-speed.js";
 import type { ThrottleMode } from "./nginx.js";
 import { cleanupAll, installSignalHandlers } from "./procs.js";
 import { consoleReport, consoleTargets, jsonReport, markdownReport, type ReportMeta } from "./report.js";
@@ -14,7 +15,7 @@ import { runVerifyBench, type VerifyBenchResult, verifyReport } from "./verify-s
 
 const USAGE = `usage: npm run bench -- <scenario...|all> [options]
 
-scenarios: ${SCENARIO_NAMES.join(", ")}, verify, serve-team, or all
+scenarios: ${SCENARIO_NAMES.join(", ")}, verify, mirrors, serve-team, or all
   (verify: \`hfget cache verify\` GB/s against sha256sum on the same blobs, no network)
   (serve-team: N curl clients at once on one large file, straight to the hub vs nginx proxy_cache
    in front of it vs hfget serve: CDN bytes and the team's wall time, as ratios in one run)
@@ -43,6 +44,7 @@ interface Cli {
   team: boolean;
   teamSizeMiB: number | undefined;
   teamClients: number | undefined;
+  mirrors: boolean;
   rounds: number;
   smoke: boolean;
   json: string | undefined;
@@ -84,15 +86,19 @@ function parseCli(argv: string[]): Cli | undefined {
   const scenarios: ScenarioName[] = [];
   let verify = false;
   let team = false;
+  let mirrors = false;
   for (const p of positionals) {
     if (p === "all") {
       scenarios.push(...SCENARIO_NAMES);
       verify = true;
       team = true;
+      mirrors = true;
     } else if (p === "verify") {
       verify = true;
     } else if (p === "serve-team") {
       team = true;
+    } else if (p === "mirrors") {
+      mirrors = true;
     } else if ((SCENARIO_NAMES as readonly string[]).includes(p)) {
       scenarios.push(p as ScenarioName);
     } else {
@@ -134,6 +140,7 @@ function parseCli(argv: string[]): Cli | undefined {
     team,
     teamSizeMiB,
     teamClients,
+    mirrors,
     rounds,
     smoke: values.smoke === true,
     json: values.json,
@@ -184,6 +191,7 @@ async function main(argv: string[]): Promise<number> {
   const results: ScenarioResult[] = [];
   let verified: VerifyBenchResult | undefined;
   let teamed: TeamBenchResult | undefined;
+  let mirrored: MirrorsBenchResult | undefined;
   const done = new Map<ScenarioName, ScenarioResult>();
   const t0 = performance.now();
   try {
@@ -212,6 +220,7 @@ async function main(argv: string[]): Promise<number> {
         sizeMiB: cli.teamSizeMiB,
         clients: cli.teamClients,
       });
+    if (cli.mirrors) mirrored = await runMirrorsBench({ rounds: cli.rounds, smoke: cli.smoke });
   } finally {
     await cleanupAll();
   }
@@ -221,14 +230,20 @@ async function main(argv: string[]): Promise<number> {
   const verifyLines = [
     ...(verified === undefined ? [] : verifyReport(verified)),
     ...(teamed === undefined ? [] : serveTeamReport(teamed)),
+    ...(mirrored === undefined ? [] : mirrorsReport(mirrored)),
   ];
   if (verifyLines.length > 0) process.stdout.write(`\n${verifyLines.join("\n")}`);
   if (cli.json !== undefined) {
     const json = jsonReport(results, meta);
+    const extra = {
+      ...(verified === undefined ? {} : { verify: verified }),
+      ...(mirrored === undefined ? {} : { mirrors: mirrored }),
+      ...(teamed === undefined ? {} : { serveTeam: teamed }),
+    };
     const withVerify =
-      verified === undefined && teamed === undefined
+      Object.keys(extra).length === 0
         ? json
-        : `${JSON.stringify({ ...(JSON.parse(json) as object), verify: verified, serveTeam: teamed }, (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2)}\n`;
+        : `${JSON.stringify({ ...(JSON.parse(json) as object), ...extra }, (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2)}\n`;
     await writeFile(resolve(cli.json), withVerify);
   }
   const markdown = () =>
@@ -240,9 +255,11 @@ async function main(argv: string[]): Promise<number> {
     ...results.flatMap((r) => r.failures),
     ...(verified?.failures ?? []),
     ...(teamed?.failures ?? []),
+    ...(mirrored?.failures ?? []),
   ];
   const missed: string[] = results.filter((r) => r.target.holds === false).map((r) => r.name);
   if (teamed !== undefined && !teamed.target.holds) missed.push("serve-team");
+  if (mirrored?.targetHolds === false) missed.push("mirrors");
   log(`finished in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   if (failures.length > 0) {
     process.stderr.write(`\nBENCH FAILED: ${failures.length} run(s) failed or produced wrong output:\n`);

@@ -6,8 +6,9 @@ import { makeDirs } from "./cache/dirs.js";
 import { cachePaths, localDirPaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import { HfgetError } from "./errors.js";
-import type { DownloadResult, EventSink, FileResult } from "./events.js";
+import type { DownloadResult, EndpointResult, EventSink, FileResult } from "./events.js";
 import { Engine, type FileWork } from "./fetch/engine.js";
+import { SourcePool } from "./fetch/sources.js";
 import { makeFilter } from "./glob.js";
 import { pinListing, type RevisionChoice, resolveChoices } from "./hub/metadata.js";
 import type { RepoFile } from "./hub/types.js";
@@ -240,6 +241,9 @@ export async function download(
     for (const dir of lockDirs) await makeDirs(dir);
   }
   let bytesDownloaded = 0;
+  const pool = new SourcePool();
+  /** The last reason each endpoint was set aside, for the result. */
+  const setAside = new Map<string, string>();
   const engine = new Engine(
     {
       // Preferred = the endpoint that answered the metadata (error messages say whether a token
@@ -251,12 +255,25 @@ export async function download(
       sleep: opts.sleep ?? defaultSleep,
       emit: (e) => {
         if (e.type === "bytes") bytesDownloaded += e.bytes;
+        else if (e.type === "source-set-aside") setAside.set(e.endpoint, `${e.path}: ${e.reason}`);
         emit(e);
       },
+      pool,
     },
     works,
   );
+  const fetchStarted = Date.now();
   const outcomes = await engine.run();
+  const fetchSeconds = (Date.now() - fetchStarted) / 1000;
+  const endpoints: EndpointResult[] = pool.all().map((s) => {
+    const aside = s.dropped ?? setAside.get(s.endpoint);
+    return {
+      endpoint: s.endpoint,
+      bytes: s.bytes,
+      bytesPerSec: fetchSeconds > 0 ? Math.round(s.bytes / fetchSeconds) : 0,
+      ...(aside === undefined ? {} : { setAside: aside }),
+    };
+  });
   const results: FileResult[] = allWorks.map((w) =>
     resultOf(w, skip(w) ? "cached" : (outcomes.get(w.file.path)?.status ?? "failed")),
   );
@@ -283,7 +300,10 @@ export async function download(
   }
   if (!local) await makeDirs(cache.snapshotDir(commit));
   await recordComplete(config, cache.repoDir, commit, all, files.length === all.length);
-  return summary(config, commit, outPath, results, bytesTotal, bytesToFetch, bytesDownloaded, started, false);
+  return {
+    ...summary(config, commit, outPath, results, bytesTotal, bytesToFetch, bytesDownloaded, started, false),
+    endpoints,
+  };
 }
 
 function summary(

@@ -106,6 +106,27 @@ export class HfgetError extends Error {
   }
 }
 
+/**
+ * Most telling first, when several endpoints refused the same thing: an auth answer the user can act
+ * on (exit 4), then "not found" (exit 3), then the rest (network: exit 6).
+ */
+const TELLING: readonly ErrorCode[] = [
+  "GATED",
+  "UNAUTHORIZED",
+  "REPO_NOT_FOUND",
+  "REVISION_NOT_FOUND",
+  "ENTRY_NOT_FOUND",
+  "PROTOCOL",
+  "RATE_LIMITED",
+  "SERVER_ERROR",
+  "NETWORK",
+];
+
+/** The code to report for several endpoints' answers: by TELLING, else the first; undefined if none. */
+export function mostTellingCode(codes: readonly ErrorCode[]): ErrorCode | undefined {
+  return TELLING.find((c) => codes.includes(c)) ?? codes[0];
+}
+
 export function isHfgetError(err: unknown): err is HfgetError {
   return err instanceof HfgetError;
 }

@@ -84,4 +84,17 @@ export interface DownloadResult {
   readonly bytesDownloaded: number;
   readonly seconds: number;
   readonly dryRun: boolean;
+  /**
+   * What each endpoint the engine asked delivered: bytes received from it this run and their
+   * average rate over the fetch (bytes / seconds the engine ran); `setAside`: the last reason it
+   * was set aside (for a request, a while, or the run). Absent in a dry run and offline.
+   */
+  readonly endpoints?: readonly EndpointResult[];
+}
+
+export interface EndpointResult {
+  readonly endpoint: string;
+  readonly bytes: number;
+  readonly bytesPerSec: number;
+  readonly setAside?: string;
 }

@@ -3,7 +3,7 @@ export { cachePaths, localDirPaths } from "./cache/paths.js";
 export { buildConfig, type Config, DEFAULTS, type RawOptions } from "./config.js";
 export { download, selectFiles } from "./download.js";
 export { type ErrorCode, EXIT_CODES, HfgetError, isHfgetError } from "./errors.js";
-export type { DownloadEvent, DownloadResult, FileResult } from "./events.js";
+export type { DownloadEvent, DownloadResult, EndpointResult, FileResult } from "./events.js";
 export { makeFilter } from "./glob.js";
 export { listFiles } from "./hub/list-files.js";
 export { resolveRevision } from "./hub/resolve-revision.js";

@@ -1,13 +1,13 @@
 import chalk from "chalk";
 import cliProgress from "cli-progress";
-import type { DownloadEvent } from "./events.js";
+import type { DownloadEvent, EndpointResult } from "./events.js";
 import { formatBytes, formatDuration, formatRate } from "./format.js";
 import { type BarLineState, type BarLineStyle, formatBarLine, truncateEnd } from "./progress-line.js";
 
 export interface Reporter {
   onEvent(e: DownloadEvent): void;
   /** The run is over; `result.path` (where the files went) is named in the summary line. */
-  stop(result?: { readonly path: string }): void;
+  stop(result?: { readonly path: string; readonly endpoints?: readonly EndpointResult[] | undefined }): void;
 }
 
 export interface ReporterOptions {
@@ -82,11 +82,19 @@ class RateMeter {
 }
 
 /** The last line of a run, on a terminal or not: files, bytes, time, average rate, where they went. */
-export function summaryLine(t: Totals, where?: string): string {
+export function summaryLine(t: Totals, where?: string, endpoints: readonly EndpointResult[] = []): string {
   const secs = (t.now() - t.started) / 1000;
   const rate = secs > 0 && t.fetched > 0 ? ` (${formatRate(t.fetched / secs)})` : "";
   const to = where !== undefined ? ` -> ${where}` : "";
-  return `hfget: finished ${t.filesDone - t.failed}/${t.filesTotal} files (${t.cached} already present), ${formatBytes(t.bytesDone)} in ${formatDuration(secs)}${rate}${to}`;
+  return `hfget: finished ${t.filesDone - t.failed}/${t.filesTotal} files (${t.cached} already present), ${formatBytes(t.bytesDone)} in ${formatDuration(secs)}${rate}${to}${perEndpoint(endpoints)}`;
+}
+
+/** `; from http://a: 1.2 MB (3.4 MB/s), http://b: ...` when more than one endpoint served bytes. */
+export function perEndpoint(endpoints: readonly EndpointResult[]): string {
+  const served = endpoints.filter((e) => e.bytes > 0);
+  if (served.length < 2) return "";
+  const each = served.map((e) => `${e.endpoint}: ${formatBytes(e.bytes)} (${formatRate(e.bytesPerSec)})`);
+  return `; from ${each.join(", ")}`;
 }
 
 /** Nothing at all (--quiet, --json without a terminal). */
@@ -154,7 +162,7 @@ export function lineReporter(opts: ReporterOptions): Reporter {
       }
     },
     stop(result) {
-      if (t.filesTotal > 0) write(summaryLine(t, result?.path));
+      if (t.filesTotal > 0) write(summaryLine(t, result?.path, result?.endpoints));
     },
   };
 }
@@ -301,7 +309,7 @@ export function barReporter(opts: ReporterOptions): Reporter {
     stop(result) {
       clearInterval(tick);
       multi.stop();
-      if (t.filesTotal > 0) opts.stream.write(`${summaryLine(t, result?.path)}\n`);
+      if (t.filesTotal > 0) opts.stream.write(`${summaryLine(t, result?.path, result?.endpoints)}\n`);
     },
   };
 }

@@ -176,11 +176,11 @@ describe("several endpoints: metadata from the first that answers", () => {
         timeoutMs: 30_000,
       },
     );
-    assert.notEqual(r.code, 0, show(r));
+    // Exit 4: the gated answer outranks the dead endpoint's network error (exit 6), whichever was
+    // asked last, as in the metadata step.
+    assert.equal(r.code, 4, show(r));
     assert.ok(r.stderr.includes(`${a.url}: org/gated: the repository is gated`), show(r));
     assert.ok(!r.stderr.includes("resolving it again"), r.stderr);
-    // The engine's error takes the code of the last endpoint it asked (here the dead one: exit 6);
-    // exit 4 (the gated answer, as the metadata step reports it) is the lead's to settle.
   });
 
   it("not found anywhere: exit 3 (the hub's answer), not a network error", { timeout: 60_000 }, async () => {
@@ -391,5 +391,237 @@ describe("hfget mirrors", () => {
     assert.deepEqual(j.endpoints.map((p) => p.status).sort(), ["lagging", "ok"]);
     const none = await runCli(["mirrors", "org/model", "--mirror", dead], { env, timeoutMs: 30_000 });
     assert.equal(none.code, 6, show(none));
+  });
+});
+
+describe("several endpoints: the download fails over (CLI, two or three fake hubs)", () => {
+  const small = fileFromBuffer("config.json", Buffer.from('{"big":true}\n'));
+  const mid = fileFromBuffer("tokenizer.bin", randomBytesSeeded(71, 300_000), { lfs: true });
+  const big = fileFromBuffer("big.safetensors", randomBytesSeeded(72, 3 * 1024 * 1024), { lfs: true });
+  const files = [small, mid, big];
+  const bigSha = big.lfs!.sha256;
+  const repo = () => makeRepo("org/big", files);
+  const started: FakeHub[] = [];
+  const hubs = async (n: number, r: FakeRepo = repo()): Promise<FakeHub[]> => {
+    const out: FakeHub[] = [];
+    for (let i = 0; i < n; i++) out.push(await startFakeHub({ repos: [r] }));
+    started.push(...out);
+    return out;
+  };
+  after(async () => {
+    await Promise.all(started.map((h) => h.close()));
+  });
+  /** The big file's CDN answers on `hub` paced at `bytesPerSec`. */
+  const throttle = (hub: FakeHub, bytesPerSec: number) =>
+    hub.faults.push({
+      server: "cdn",
+      pathIncludes: bigSha,
+      times: 10_000,
+      fault: { type: "throttle", bytesPerSec },
+    });
+  const cdnBytes = (hub: FakeHub) =>
+    hub.log.filter((e) => e.server === "cdn").reduce((n, e) => n + e.bytesSent, 0);
+  const runBig = (mirrors: readonly string[], extra: string[] = []) => {
+    const cache = tempDir();
+    const t0 = Date.now();
+    const child = runCli(
+      [
+        "org/big",
+        "--cache-dir",
+        cache,
+        "--mirror",
+        mirrors.join(","),
+        "--chunk-size",
+        "256K",
+        "--connections",
+        "4",
+        "--retries",
+        "2",
+        ...extra,
+      ],
+      { env: cleanEnv(), timeoutMs: 50_000 },
+    );
+    return { cache, child: child.then((r) => ({ r, ms: Date.now() - t0 })) };
+  };
+  const intact = (cache: string, commit: string) =>
+    cacheProblems(repoCacheDir(cache, "model", "org/big"), commit, files);
+  /** Polls (bounded) until `cond` holds; false if it never did. */
+  const waitFor = async (cond: () => boolean, ms = 20_000): Promise<boolean> => {
+    for (const end = Date.now() + ms; Date.now() < end; ) {
+      if (cond()) return true;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return cond();
+  };
+  const inFlight = (hub: FakeHub) =>
+    hub.log.some((e) => e.server === "cdn" && e.url.includes(bigSha) && e.bytesSent > 0);
+
+  it("one of three killed while a throttled chunk of the large file is in flight: the others finish it", {
+    timeout: 60_000,
+  }, async () => {
+    const [a, b, c] = await hubs(3);
+    for (const h of [a!, b!, c!]) throttle(h, 400_000);
+    const { cache, child } = runBig([a!.url, b!.url, c!.url]);
+    let done = false;
+    void child.then(() => {
+      done = true;
+    });
+    assert.ok(await waitFor(() => done || inFlight(a!)), "the first endpoint never served a byte");
+    assert.ok(!done, "the run ended before the kill");
+    await a!.close();
+    const { r } = await child;
+    assert.equal(r.code, 0, show(r));
+    const commit = makeRepo("org/big", files).refs.main!;
+    assert.deepEqual(intact(cache, commit), []);
+    assert.match(r.stderr, new RegExp(`${a!.url} (set aside|down for a while) \\(`), r.stderr);
+    assert.ok(cdnBytes(b!) > 0 && cdnBytes(c!) > 0, "both survivors served bytes");
+    // The final line names what each endpoint served.
+    const last = r.stderr.trimEnd().split("\n").at(-1) ?? "";
+    assert.match(
+      last,
+      new RegExp(`^hfget: finished 3/3 files.*; from .*${b!.url}: .*, ${c!.url}: `),
+      r.stderr,
+    );
+  });
+
+  it("the second lags (no such commit): every file from the first, the laggard named and never fetched from", {
+    timeout: 60_000,
+  }, async () => {
+    const fresh = makeRepo("org/big", [small, mid]);
+    const sha = pushCommit(fresh, files);
+    const [a] = await hubs(1, fresh);
+    const [lag] = await hubs(1, makeRepo("org/big", [small, mid]));
+    const { cache, child } = runBig([a!.url, lag!.url]);
+    const { r } = await child;
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(intact(cache, sha), []);
+    assert.match(r.stderr, new RegExp(`${lag!.url} set aside \\(.*(not found|404)`), r.stderr);
+    assert.equal(cdnBytes(lag!), 0);
+  });
+
+  it("one answers 308 to an origin not listed: taken as not having it, the redirect is not followed", {
+    timeout: 60_000,
+  }, async () => {
+    const [a, b] = await hubs(2);
+    const hits: string[] = [];
+    const other = createServer((req, res) => {
+      hits.push(req.url ?? "");
+      res.writeHead(500).end();
+    });
+    const otherPort = await listen(other);
+    try {
+      const commit = b!.repos[0]!.refs.main!;
+      b!.faults.push({
+        server: "hub",
+        pathIncludes: "/resolve/",
+        times: 10_000,
+        fault: {
+          type: "redirect",
+          status: 308,
+          location: `http://127.0.0.1:${otherPort}/org/big/resolve/${commit}/big.safetensors`,
+        },
+      });
+      const { cache, child } = runBig([a!.url, b!.url]);
+      const { r } = await child;
+      assert.equal(r.code, 0, show(r));
+      assert.deepEqual(intact(cache, commit), []);
+      assert.match(r.stderr, new RegExp(`${b!.url} set aside \\(.*does not have it \\(308`), r.stderr);
+      assert.deepEqual(hits, [], "the unlisted origin was asked");
+      assert.ok(
+        b!.log.some((e) => e.url.includes("/resolve/") && e.status === 308),
+        "the 308 endpoint was asked for a file",
+      );
+    } finally {
+      await new Promise<void>((res) => other.close(() => res()));
+    }
+  });
+
+  it("one serves corrupt bytes for the large file: it is found, dropped for the run, the file finished from the other", {
+    timeout: 60_000,
+  }, async () => {
+    const [a, b] = await hubs(2);
+    b!.faults.push({ server: "cdn", pathIncludes: bigSha, times: 10_000, fault: { type: "corrupt" } });
+    const { cache, child } = runBig([a!.url, b!.url]);
+    const { r } = await child;
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(intact(cache, a!.repos[0]!.refs.main!), []);
+    assert.ok(cdnBytes(b!) > 0, "the corrupt endpoint served no bytes: nothing was tested");
+    assert.match(r.stderr, new RegExp(`${b!.url} dropped for this run \\(.*failed its hash`), r.stderr);
+    assert.ok(!r.stderr.includes(`${a!.url} dropped`), r.stderr);
+  });
+
+  it("one is slow: the run finishes, the fast one serves more, --json gives bytes per endpoint", {
+    timeout: 60_000,
+  }, async () => {
+    const [a, b] = await hubs(2);
+    throttle(b!, 100_000);
+    const { cache, child } = runBig([a!.url, b!.url], ["--json"]);
+    const { r } = await child;
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(intact(cache, a!.repos[0]!.refs.main!), []);
+    const j = JSON.parse(r.stdout) as {
+      bytesDownloaded: number;
+      endpoints: { endpoint: string; bytes: number; bytesPerSec: number; setAside?: string }[];
+    };
+    const by = new Map(j.endpoints.map((e) => [e.endpoint, e]));
+    assert.ok((by.get(a!.url)?.bytes ?? 0) > (by.get(b!.url)?.bytes ?? 0), r.stdout);
+    assert.equal(
+      j.endpoints.reduce((n, e) => n + e.bytes, 0),
+      j.bytesDownloaded,
+      "per-endpoint bytes add up to the run's",
+    );
+    assert.ok((by.get(a!.url)?.bytesPerSec ?? 0) > 0);
+  });
+
+  it("one answers 429 to every file: set aside, the other serves everything at once", {
+    timeout: 60_000,
+  }, async () => {
+    const [a, b] = await hubs(2);
+    b!.faults.push({
+      server: "hub",
+      pathIncludes: "/resolve/",
+      times: 10_000,
+      fault: { type: "status", status: 429, headers: { "retry-after": "30" } },
+    });
+    const { cache, child } = runBig([a!.url, b!.url]);
+    const { r, ms } = await child;
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(intact(cache, a!.repos[0]!.refs.main!), []);
+    assert.match(r.stderr, new RegExp(`${b!.url} (set aside|down for a while) \\(.*429`), r.stderr);
+    assert.equal(cdnBytes(b!), 0);
+    assert.ok(ms < 30_000, `the run waited out the 429 (${ms} ms)`);
+  });
+
+  it("--limit-rate caps the run across both endpoints together, not each", { timeout: 60_000 }, async () => {
+    const [a, b] = await hubs(2);
+    const { cache, child } = runBig([a!.url, b!.url], ["--limit-rate", "1M", "--json"]);
+    const { r, ms } = await child;
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(intact(cache, a!.repos[0]!.refs.main!), []);
+    const j = JSON.parse(r.stdout) as { endpoints: { bytes: number }[] };
+    assert.equal(j.endpoints.filter((e) => e.bytes > 0).length, 2, "both endpoints served bytes");
+    // ~3.3 MiB at 1 MiB/s in total, less the bucket's burst; a cap per endpoint would take half as
+    // long. Only a lower bound: a busy machine makes it slower, never faster.
+    assert.ok(ms >= 2800, `took ${ms} ms`);
+  });
+
+  it("all endpoints killed mid-download: exit 6 within the retry budget, naming each", {
+    timeout: 60_000,
+  }, async () => {
+    const [a, b] = await hubs(2);
+    for (const h of [a!, b!]) throttle(h, 300_000);
+    const { child } = runBig([a!.url, b!.url]);
+    let done = false;
+    void child.then(() => {
+      done = true;
+    });
+    assert.ok(await waitFor(() => done || (inFlight(a!) && inFlight(b!))), "not both served bytes");
+    assert.ok(!done, "the run ended before the kill");
+    await Promise.all([a!.close(), b!.close()]);
+    const { r, ms } = await child;
+    assert.equal(r.code, 6, show(r));
+    assert.match(r.stderr, /no endpoint could serve it/);
+    for (const h of [a!, b!]) assert.ok(r.stderr.includes(`${h.url}: `), `${h.url} not named\n${r.stderr}`);
+    assert.ok(ms < 40_000, `took ${ms} ms`);
   });
 });

@@ -5,7 +5,7 @@ import { dirname } from "node:path";
 import { openNoFollow } from "../cache/commit.js";
 import { tryLock } from "../cache/lock.js";
 import type { EngineOptions } from "../config.js";
-import { HfgetError, isHfgetError } from "../errors.js";
+import { HfgetError, isHfgetError, mostTellingCode } from "../errors.js";
 import type { EventSink, FileStatus } from "../events.js";
 import type { HttpClient } from "../hub/http.js";
 import { expectedHash } from "../hub/types.js";
@@ -278,14 +278,26 @@ export class Engine {
     );
   }
 
-  /** The error when no source can serve a file: what each endpoint answered. */
-  #noSource(job: FileJob, last: HfgetError, answers: ReadonlyMap<string, string>): HfgetError {
+  /**
+   * The error when no source can serve a file: what each endpoint answered, with the most telling
+   * answer's code (gated/refused, exit 4 > not found, exit 3 > network, exit 6), as the metadata
+   * step's noEndpointAnswered does; not the code of whichever endpoint happened to answer last.
+   */
+  #noSource(
+    job: FileJob,
+    last: HfgetError,
+    answers: ReadonlyMap<string, string>,
+    errors: ReadonlyMap<string, HfgetError>,
+  ): HfgetError {
     if (job.work.sources.length < 2 || answers.size < 2) return last;
     const strip = (m: string) => (m.startsWith(`${job.path}: `) ? m.slice(job.path.length + 2) : m);
     const said = [...answers].map(([e, m]) => `${e}: ${strip(m)}`).join("; ");
-    return new HfgetError(last.code, `${job.path}: no endpoint could serve it (${said})`, {
-      hint: last.hint,
-      cause: last,
+    const code = mostTellingCode([...errors.values()].map((e) => e.code)) ?? last.code;
+    const lead = code === last.code ? last : ([...errors.values()].find((e) => e.code === code) ?? last);
+    return new HfgetError(code, `${job.path}: no endpoint could serve it (${said})`, {
+      hint: lead.hint,
+      status: lead.status,
+      cause: lead,
     });
   }
 
@@ -304,6 +316,8 @@ export class Engine {
     const aside = new Set<string>();
     /** What each endpoint last answered for this chunk. */
     const answers = new Map<string, string>();
+    /** The error each endpoint last gave for this chunk (for the exit code when none can serve it). */
+    const errors = new Map<string, HfgetError>();
     let last: HfgetError | undefined;
     const superseded = () => this.#signal.aborted || job.generation !== generation || job.phase === "done";
     for (;;) {
@@ -323,7 +337,7 @@ export class Engine {
         const e =
           last ??
           new HfgetError("ENTRY_NOT_FOUND", `${what}: no listed endpoint can serve it`, { retryable: false });
-        await this.#failJob(job, this.#noSource(job, e, answers));
+        await this.#failJob(job, this.#noSource(job, e, answers, errors));
         return;
       }
       const endpoint = source.endpoint;
@@ -403,7 +417,10 @@ export class Engine {
         attempts = d.next;
         const decision = d.decision;
         const reason = messageOf(err);
-        if (isHfgetError(err)) last = err;
+        if (isHfgetError(err)) {
+          last = err;
+          errors.set(endpoint, err);
+        }
         answers.set(endpoint, reason);
         if (decision.kind === "other-source") {
           // Not this endpoint, for this chunk (for this file when it said it has not got it).
@@ -428,7 +445,7 @@ export class Engine {
         if (err instanceof ExpiredUrlError && job.urls.get(endpoint) === usedUrl) job.urls.delete(endpoint);
         if (decision.kind === "give-up") {
           job.running.delete(task);
-          await this.#failJob(job, this.#noSource(job, decision.error, answers));
+          await this.#failJob(job, this.#noSource(job, decision.error, answers, errors));
           return;
         }
         if (multi && task.pos === before) this.#pool.failed(endpoint);

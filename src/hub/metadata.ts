@@ -1,4 +1,4 @@
-import { type ErrorCode, HfgetError } from "../errors.js";
+import { HfgetError, mostTellingCode } from "../errors.js";
 import { type RepoRef, repoLabel } from "../repo.js";
 import type { HubClient } from "./client.js";
 import { listFiles } from "./list-files.js";
@@ -171,19 +171,6 @@ export async function pinListing(
   );
 }
 
-/** Most telling first: an auth answer the user can act on, then "not found", then the rest. */
-const PRIORITY: readonly ErrorCode[] = [
-  "GATED",
-  "UNAUTHORIZED",
-  "REPO_NOT_FOUND",
-  "REVISION_NOT_FOUND",
-  "ENTRY_NOT_FOUND",
-  "PROTOCOL",
-  "RATE_LIMITED",
-  "SERVER_ERROR",
-  "NETWORK",
-];
-
 /** `org/x@main: revision not found (server: …)` -> `revision not found (server: …)` */
 export function reasonOf(error: HfgetError, what: string): string {
   const m = error.message;
@@ -195,8 +182,7 @@ export function reasonOf(error: HfgetError, what: string): string {
  * exit 6), and its message names what each endpoint said.
  */
 export function noEndpointAnswered(what: string, refusals: readonly EndpointRefusal[]): HfgetError {
-  const codes = refusals.map((r) => r.error.code);
-  const code = PRIORITY.find((c) => codes.includes(c)) ?? refusals[0]?.error.code ?? "NETWORK";
+  const code = mostTellingCode(refusals.map((r) => r.error.code)) ?? "NETWORK";
   const lead = refusals.find((r) => r.error.code === code)?.error;
   const each = refusals.map((r) => `${r.endpoint}: ${reasonOf(r.error, what)}`).join("; ");
   return new HfgetError(code, `${what}: no endpoint answered (${each})`, {

@@ -1,0 +1,268 @@
+// The `mirrors` scenario (issue 9): two CDN origins whose uplinks are each capped in TOTAL (every
+// connection to that origin shares one cap, as a server's uplink does; nginx can only cap per
+// connection or request), each behind its own fake hub. One repo with one large LFS file. Runs, in
+// alternation: hfget with one mirror, hfget with both, and aria2c given both resolve URLs for the file
+// (tab-separated URIs on one input line). Target: hfget with both >= 1.8 x hfget with one; the ratio
+// to aria2c is reported too (issue 9 asks hfget to beat it).
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { join } from "node:path";
+import { BLOBS_DIR, ensureDataset } from "./data.js";
+import { startBenchHub } from "./hub.js";
+import { runTimed } from "./measure.js";
+import { startNginx } from "./nginx.js";
+import { onCleanup } from "./procs.js";
+import { HFGET_BIN, resolveUrl, type ToolCommand } from "./tools.js";
+import { errorMessage, fmt, log, MB, MIB, median, WORK_DIR } from "./util.js";
+import { verifyOutput } from "./verify.js";
+
+type MirrorsTool = "hfget-1-mirror" | "hfget-2-mirrors" | "aria2c-2-uris";
+const TOOLS: readonly MirrorsTool[] = ["hfget-1-mirror", "hfget-2-mirrors", "aria2c-2-uris"];
+
+export interface MirrorsRun {
+  tool: MirrorsTool;
+  round: number;
+  ok: boolean;
+  error?: string;
+  wallS: number;
+  mbPerS: number;
+  cpuS: number;
+}
+
+export interface MirrorsBenchResult {
+  name: "mirrors";
+  description: string;
+  smoke: boolean;
+  rounds: number;
+  bytes: number;
+  /** Each origin's total cap, bytes/s. */
+  capBytesPerS: number;
+  runs: MirrorsRun[];
+  /** Median MB/s over the ok rounds, per tool. */
+  mbPerS: Record<MirrorsTool, number>;
+  /** hfget with both mirrors / hfget with one (target >= 1.8). */
+  twoOverOne: number;
+  /** hfget with both mirrors / aria2c with both URIs (issue 9: > 1). */
+  overAria2c: number;
+  targetHolds: boolean | null;
+  failures: string[];
+}
+
+/** Each origin's uplink: 16 MB/s in total, whatever the number of connections. */
+const CAP = 16 * MB;
+const TWO_OVER_ONE = 1.8;
+
+/**
+ * A TCP proxy to `upstream` whose downstream bytes, over all its connections together, are paced at
+ * `bytesPerSec`: each chunk from the upstream takes the next slot of one shared schedule, and the
+ * upstream socket is paused until its slot comes (TCP backpressure does the rest).
+ */
+async function startCappedProxy(
+  upstreamPort: number,
+  bytesPerSec: number,
+): Promise<{ url: string; close(): Promise<void> }> {
+  let nextFree = 0;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const up = createConnection({ host: "127.0.0.1", port: upstreamPort });
+    sockets.add(client).add(up);
+    const end = () => {
+      client.destroy();
+      up.destroy();
+      sockets.delete(client);
+      sockets.delete(up);
+    };
+    client.on("error", end).on("close", end);
+    up.on("error", end).on("close", end);
+    client.pipe(up);
+    up.on("data", (buf: Buffer) => {
+      const now = performance.now();
+      const start = Math.max(now, nextFree);
+      nextFree = start + (buf.length * 1000) / bytesPerSec;
+      client.write(buf);
+      const waitMs = nextFree - now;
+      if (waitMs > 2) {
+        up.pause();
+        setTimeout(() => up.resume(), waitMs).unref();
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    unregister();
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  };
+  const unregister = onCleanup(close);
+  return { url: `http://127.0.0.1:${port}`, close };
+}
+
+/** "http://a: 134 MB, http://b: 134 MB" from hfget's --json result. */
+function spread(stdout: string): string {
+  try {
+    const r = JSON.parse(stdout) as { endpoints?: { endpoint: string; bytes: number }[] };
+    return (r.endpoints ?? []).map((e) => `${e.endpoint}: ${fmt(e.bytes / MB, 1)} MB`).join(", ");
+  } catch {
+    return "(no --json result)";
+  }
+}
+
+export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }): Promise<MirrorsBenchResult> {
+  const size = (opts.smoke ? 32 : 256) * MIB;
+  const rounds = opts.smoke ? 1 : opts.rounds;
+  const name = `mirrors-${size / MIB}MiB`;
+  const ds = await ensureDataset({ kind: "big", name, size, path: "model.safetensors" });
+  const file = ds.files[0]!;
+  const repo = { type: "model" as const, id: `bench/${name}` };
+  // One nginx (no cap of its own) serves the blobs; each origin is a capped proxy in front of it.
+  const nginx = await startNginx({ name: "mirrors", root: BLOBS_DIR, limitRate: 0 });
+  const nginxPort = Number(new URL(nginx.url).port);
+  const proxies = [await startCappedProxy(nginxPort, CAP), await startCappedProxy(nginxPort, CAP)];
+  const hubs = [];
+  for (const p of proxies) hubs.push(await startBenchHub(repo, ds, { latencyMs: 30, cdnBaseUrl: p.url }));
+  const [a, b] = hubs as [(typeof hubs)[0], (typeof hubs)[0]];
+  const base = join(WORK_DIR, "mirrors");
+  const outDir = join(base, "out");
+  const scratchDir = join(base, "scratch");
+  const env = (): NodeJS.ProcessEnv => {
+    const e: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) {
+      if (v === undefined || /proxy/i.test(k) || /^(HF_|HUGGINGFACE_|HFGET_)/.test(k) || k.startsWith("npm_"))
+        continue;
+      e[k] = v;
+    }
+    e.NO_PROXY = "127.0.0.1,localhost";
+    e.HF_HOME = join(scratchDir, "hf-home");
+    e.NO_COLOR = "1";
+    return e;
+  };
+  const hfget = (mirrors: string[]): ToolCommand => ({
+    cmd: process.execPath,
+    // --json: the result names each endpoint's bytes (logged below: how the file was spread).
+    args: [HFGET_BIN, repo.id, "--mirror", mirrors.join(","), "--local-dir", outDir, "--quiet", "--json"],
+    env: env(),
+  });
+  const list = join(base, "aria2-list.txt");
+  const commands: Record<MirrorsTool, ToolCommand> = {
+    "hfget-1-mirror": hfget([a.url]),
+    "hfget-2-mirrors": hfget([a.url, b.url]),
+    "aria2c-2-uris": {
+      cmd: "aria2c",
+      args: [
+        "--no-conf",
+        "-x16",
+        "-s16",
+        "-k1M",
+        "--file-allocation=none",
+        "--allow-overwrite=true",
+        "--auto-file-renaming=false",
+        "--console-log-level=error",
+        "--summary-interval=0",
+        "--download-result=hide",
+        "--show-console-readout=false",
+        "-d",
+        outDir,
+        "-i",
+        list,
+      ],
+      env: env(),
+    },
+  };
+  const runs: MirrorsRun[] = [];
+  const failures: string[] = [];
+  try {
+    for (let round = 0; round < rounds; round++) {
+      for (const tool of TOOLS) {
+        await rm(base, { recursive: true, force: true });
+        await mkdir(outDir, { recursive: true });
+        await mkdir(scratchDir, { recursive: true });
+        await writeFile(
+          list,
+          `${resolveUrl(a.url, repo, file.path)}\t${resolveUrl(b.url, repo, file.path)}\n  out=${file.path}\n`,
+        );
+        const m = await runTimed(commands[tool], {
+          scratchDir,
+          timeoutMs: 120_000 + size / ((2 * MB) / 1000),
+        });
+        let error: string | undefined;
+        if (m.exitCode !== 0 || m.timedOut) error = `exit ${m.exitCode}: ${m.stderrTail.trim().slice(-400)}`;
+        else {
+          const v = await verifyOutput(ds, outDir, outDir, (rel) => rel.startsWith(".cache/huggingface/"));
+          if (!v.ok) error = `wrong output: ${v.problems.slice(0, 3).join("; ")}`;
+        }
+        const run: MirrorsRun = {
+          tool,
+          round,
+          ok: error === undefined,
+          wallS: m.wallS,
+          mbPerS: size / MB / m.wallS,
+          cpuS: m.userS + m.sysS,
+        };
+        if (error !== undefined) {
+          run.error = error;
+          failures.push(`mirrors ${tool} round ${round + 1}: ${error}`);
+        }
+        runs.push(run);
+        if (tool !== "aria2c-2-uris" && error === undefined)
+          log(`  ${tool} per endpoint: ${spread(m.stdout)}`);
+        log(
+          `mirrors round ${round + 1}/${rounds} ${tool}: ${fmt(m.wallS)} s, ${fmt(run.mbPerS, 1)} MB/s, cpu ${fmt(run.cpuS)} s${error === undefined ? ", ok" : `, FAILED: ${error}`}`,
+        );
+      }
+    }
+  } finally {
+    await Promise.all([a.close(), b.close(), ...proxies.map((p) => p.close()), nginx.stop()]).catch(
+      (err: unknown) => log(`mirrors cleanup: ${errorMessage(err)}`),
+    );
+    await rm(base, { recursive: true, force: true }).catch(() => undefined);
+  }
+  const med = (t: MirrorsTool) => median(runs.filter((r) => r.tool === t && r.ok).map((r) => r.mbPerS));
+  const mbPerS = {
+    "hfget-1-mirror": med("hfget-1-mirror"),
+    "hfget-2-mirrors": med("hfget-2-mirrors"),
+    "aria2c-2-uris": med("aria2c-2-uris"),
+  };
+  const twoOverOne = mbPerS["hfget-2-mirrors"] / mbPerS["hfget-1-mirror"];
+  return {
+    name: "mirrors",
+    description: `1 x ${size / MIB} MiB LFS file on two CDN origins, each capped at ${CAP / MB} MB/s in total (all connections), 30 ms hub latency`,
+    smoke: opts.smoke,
+    rounds,
+    bytes: size,
+    capBytesPerS: CAP,
+    runs,
+    mbPerS,
+    twoOverOne,
+    overAria2c: mbPerS["hfget-2-mirrors"] / mbPerS["aria2c-2-uris"],
+    targetHolds: Number.isFinite(twoOverOne) ? twoOverOne >= TWO_OVER_ONE : null,
+    failures,
+  };
+}
+
+/** Console and markdown lines for the result. */
+export function mirrorsReport(r: MirrorsBenchResult): string[] {
+  const cpu = (t: MirrorsTool) => median(r.runs.filter((x) => x.tool === t && x.ok).map((x) => x.cpuS));
+  const holds = r.targetHolds === null ? "not measured" : r.targetHolds ? "holds" : "MISSED";
+  return [
+    `## mirrors: ${r.description}`,
+    "",
+    "| tool | MB/s | CPU-s | hfget (2 mirrors) / tool |",
+    "| --- | ---: | ---: | ---: |",
+    ...TOOLS.map(
+      (t) =>
+        `| ${t} | ${fmt(r.mbPerS[t], 1)} | ${fmt(cpu(t))} | ${fmt(r.mbPerS["hfget-2-mirrors"] / r.mbPerS[t])} |`,
+    ),
+    "",
+    "| Targets | measured | |",
+    "| --- | ---: | --- |",
+    `| hfget MB/s with 2 mirrors >= ${TWO_OVER_ONE} x with 1 | ${fmt(r.twoOverOne)} x | ${holds} |`,
+    `| hfget MB/s with 2 mirrors > aria2c with both URIs (issue 9) | ${fmt(r.overAria2c)} x | ${Number.isFinite(r.overAria2c) ? (r.overAria2c > 1 ? "holds" : "MISSED") : "not measured"} |`,
+    "",
+    `(median of ${r.rounds} round(s); the physical limit is ${fmt((2 * r.capBytesPerS) / MB, 0)} MB/s with both origins)`,
+    "",
+  ];
+}
