@@ -7,6 +7,7 @@ import type { ThrottleMode } from "./nginx.js";
 import { cleanupAll, installSignalHandlers } from "./procs.js";
 import { consoleReport, consoleTargets, jsonReport, markdownReport, type ReportMeta } from "./report.js";
 import { runScenario, SCENARIO_NAMES, type ScenarioName, type ScenarioResult } from "./scenarios.js";
+import { runServeTeamBench, serveTeamReport, type TeamBenchResult } from "./serve-team.js";
 import { ensureTools, gitRevision, machineInfo } from "./setup.js";
 import { ALL_TOOLS, type HfgetTarget, hfgetProblem, type ToolName } from "./tools.js";
 import { errorMessage, log, sampleLoad } from "./util.js";
@@ -14,8 +15,10 @@ import { runVerifyBench, type VerifyBenchResult, verifyReport } from "./verify-s
 
 const USAGE = `usage: npm run bench -- <scenario...|all> [options]
 
-scenarios: ${SCENARIO_NAMES.join(", ")}, verify, mirrors, or all
+scenarios: ${SCENARIO_NAMES.join(", ")}, verify, mirrors, serve-team, or all
   (verify: \`hfget cache verify\` GB/s against sha256sum on the same blobs, no network)
+  (serve-team: N curl clients at once on one large file, straight to the hub vs nginx proxy_cache
+   in front of it vs hfget serve: CDN bytes and the team's wall time, as ratios in one run)
 
 options:
   --rounds N            rounds per tool (default 3; tools alternate within a round)
@@ -29,6 +32,8 @@ options:
   --nginx-workers N     nginx worker processes (default 1, leaving the other core to the tool)
   --require-hfget       fail when hfget cannot start (default: its rows are marked pending)
   --fail-on-target      exit 1 when a measured target is missed
+  --team-size MIB       serve-team's file size in MiB (default 1024; 32 with --smoke)
+  --team-clients N      serve-team's clients at once (default 4)
   --keep-output         keep the last output directory of each tool under bench/work/out
   -h, --help            this text
 `;
@@ -36,6 +41,9 @@ options:
 interface Cli {
   scenarios: ScenarioName[];
   verify: boolean;
+  team: boolean;
+  teamSizeMiB: number | undefined;
+  teamClients: number | undefined;
   mirrors: boolean;
   rounds: number;
   smoke: boolean;
@@ -68,6 +76,8 @@ function parseCli(argv: string[]): Cli | undefined {
       "require-hfget": { type: "boolean", default: false },
       "fail-on-target": { type: "boolean", default: false },
       "keep-output": { type: "boolean", default: false },
+      "team-size": { type: "string" },
+      "team-clients": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -75,14 +85,18 @@ function parseCli(argv: string[]): Cli | undefined {
   if (positionals.length === 0) throw new UsageError("name a scenario, or all");
   const scenarios: ScenarioName[] = [];
   let verify = false;
+  let team = false;
   let mirrors = false;
   for (const p of positionals) {
     if (p === "all") {
       scenarios.push(...SCENARIO_NAMES);
       verify = true;
+      team = true;
       mirrors = true;
     } else if (p === "verify") {
       verify = true;
+    } else if (p === "serve-team") {
+      team = true;
     } else if (p === "mirrors") {
       mirrors = true;
     } else if ((SCENARIO_NAMES as readonly string[]).includes(p)) {
@@ -109,11 +123,23 @@ function parseCli(argv: string[]): Cli | undefined {
   if (!Number.isInteger(nginxWorkers) || nginxWorkers < 1 || nginxWorkers > 64) {
     throw new UsageError("--nginx-workers must be 1..64");
   }
+  const teamSizeMiB = values["team-size"] === undefined ? undefined : Number(values["team-size"]);
+  if (
+    teamSizeMiB !== undefined &&
+    !(Number.isInteger(teamSizeMiB) && teamSizeMiB >= 1 && teamSizeMiB <= 65536)
+  )
+    throw new UsageError("--team-size must be 1..65536 (MiB)");
+  const teamClients = values["team-clients"] === undefined ? undefined : Number(values["team-clients"]);
+  if (teamClients !== undefined && !(Number.isInteger(teamClients) && teamClients >= 1 && teamClients <= 64))
+    throw new UsageError("--team-clients must be 1..64");
   // Keep the order of SCENARIO_NAMES (memory reuses big-loopback when both run) and drop repeats.
   const wanted = SCENARIO_NAMES.filter((s) => scenarios.includes(s));
   return {
     scenarios: wanted,
     verify,
+    team,
+    teamSizeMiB,
+    teamClients,
     mirrors,
     rounds,
     smoke: values.smoke === true,
@@ -164,6 +190,7 @@ async function main(argv: string[]): Promise<number> {
   };
   const results: ScenarioResult[] = [];
   let verified: VerifyBenchResult | undefined;
+  let teamed: TeamBenchResult | undefined;
   let mirrored: MirrorsBenchResult | undefined;
   const done = new Map<ScenarioName, ScenarioResult>();
   const t0 = performance.now();
@@ -187,6 +214,12 @@ async function main(argv: string[]): Promise<number> {
       done.set(name, r);
     }
     if (cli.verify) verified = await runVerifyBench({ rounds: cli.rounds, smoke: cli.smoke });
+    if (cli.team)
+      teamed = await runServeTeamBench({
+        smoke: cli.smoke,
+        sizeMiB: cli.teamSizeMiB,
+        clients: cli.teamClients,
+      });
     if (cli.mirrors) mirrored = await runMirrorsBench({ rounds: cli.rounds, smoke: cli.smoke });
   } finally {
     await cleanupAll();
@@ -196,6 +229,7 @@ async function main(argv: string[]): Promise<number> {
   process.stdout.write(consoleTargets(results));
   const verifyLines = [
     ...(verified === undefined ? [] : verifyReport(verified)),
+    ...(teamed === undefined ? [] : serveTeamReport(teamed)),
     ...(mirrored === undefined ? [] : mirrorsReport(mirrored)),
   ];
   if (verifyLines.length > 0) process.stdout.write(`\n${verifyLines.join("\n")}`);
@@ -204,6 +238,7 @@ async function main(argv: string[]): Promise<number> {
     const extra = {
       ...(verified === undefined ? {} : { verify: verified }),
       ...(mirrored === undefined ? {} : { mirrors: mirrored }),
+      ...(teamed === undefined ? {} : { serveTeam: teamed }),
     };
     const withVerify =
       Object.keys(extra).length === 0
@@ -219,9 +254,11 @@ async function main(argv: string[]): Promise<number> {
   const failures = [
     ...results.flatMap((r) => r.failures),
     ...(verified?.failures ?? []),
+    ...(teamed?.failures ?? []),
     ...(mirrored?.failures ?? []),
   ];
   const missed: string[] = results.filter((r) => r.target.holds === false).map((r) => r.name);
+  if (teamed !== undefined && !teamed.target.holds) missed.push("serve-team");
   if (mirrored?.targetHolds === false) missed.push("mirrors");
   log(`finished in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   if (failures.length > 0) {

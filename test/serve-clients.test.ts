@@ -268,3 +268,109 @@ describe("huggingface_hub through hfget serve, upstream down", { skip: skipWitho
     }
   });
 });
+
+const PY_OFFLINE = `
+import json, os, sys
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.hf_api import RepoFile
+a = json.loads(sys.argv[1])
+api = HfApi()
+info = api.model_info(a["repo_id"], files_metadata=True)
+rev = api.model_info(a["repo_id"], revision=info.sha)
+tree = sorted(f.path for f in api.list_repo_tree(a["repo_id"], recursive=True) if isinstance(f, RepoFile))
+top = sorted(f.path for f in api.list_repo_tree(a["repo_id"]))
+pinfo = sorted((p.path, getattr(p, "size", 0)) for p in api.get_paths_info(a["repo_id"], ["config.json", "model.safetensors", "sub"]))
+snap = snapshot_download(a["repo_id"])
+one = hf_hub_download(a["repo_id"], "model.safetensors", revision=info.sha)
+sizes = {s.rfilename: s.size for s in info.siblings}
+lfs = {s.rfilename: (s.lfs.sha256 if s.lfs else None) for s in info.siblings}
+print("RESULT " + json.dumps({"sha": info.sha, "rev_sha": rev.sha, "tree": tree, "top": top,
+    "pinfo": pinfo, "snapshot": snap, "one": one, "sizes": sizes, "lfs": lfs}), flush=True)
+`;
+
+describe("huggingface_hub 1.28 against a fresh hfget serve --offline", { skip: skipWithoutPython() }, () => {
+  test("caches filled by hfget and by huggingface_hub: model_info, tree, paths-info, snapshot_download from disk", async () => {
+    const byHfget = tempDir();
+    const fill = await runCli(["org/served", "--mirror", hub.url, "--cache-dir", byHfget, "--quiet"], {
+      env: cleanEnv(),
+      timeoutMs: 60_000,
+    });
+    assert.equal(fill.code, 0, show(fill));
+    const byPython = tempDir();
+    const pf = await runPython(
+      "1.28",
+      "from huggingface_hub import snapshot_download; snapshot_download('org/served')",
+      [],
+      {
+        env: cleanEnv({ HF_ENDPOINT: hub.url, HF_HUB_CACHE: byPython, HF_HUB_DISABLE_PROGRESS_BARS: "1" }),
+        timeoutMs: 60_000,
+      },
+    );
+    assert.equal(pf.code, 0, show(pf));
+    for (const [who, cacheDir] of [
+      ["hfget", byHfget],
+      ["huggingface_hub", byPython],
+    ] as const) {
+      hub.clearLog();
+      // A dead upstream too: nothing may be asked of it, and nothing of the fake hub either.
+      const off = await startServeProcess(
+        ["--offline", "--upstream", "http://127.0.0.1:9", "--cache-dir", cacheDir],
+        cleanEnv(),
+      );
+      try {
+        const client = tempDir();
+        const r = await runPython("1.28", PY_OFFLINE, [JSON.stringify({ repo_id: "org/served" })], {
+          env: cleanEnv({ HF_ENDPOINT: off.url, HF_HUB_CACHE: client, HF_HUB_DISABLE_PROGRESS_BARS: "1" }),
+          timeoutMs: 90_000,
+        });
+        assert.equal(r.code, 0, `${who}: ${show(r)}\n--- server\n${off.stderr().slice(-3000)}`);
+        const line = r.stdout.split("\n").find((l) => l.startsWith("RESULT "));
+        assert.ok(line, show(r));
+        const out = JSON.parse(line.slice("RESULT ".length)) as {
+          sha: string;
+          rev_sha: string;
+          tree: string[];
+          top: string[];
+          pinfo: [string, number][];
+          snapshot: string;
+          one: string;
+          sizes: Record<string, number>;
+          lfs: Record<string, string | null>;
+        };
+        const paths = [...CONTENT.keys()].sort();
+        assert.equal(out.sha, COMMIT, who);
+        assert.equal(out.rev_sha, COMMIT, who);
+        assert.deepEqual(out.tree, paths, who);
+        assert.deepEqual(out.top, ["config.json", "model.safetensors", "sub", "tokenizer.bin"], who);
+        assert.deepEqual(
+          out.pinfo,
+          [
+            ["config.json", CONTENT.get("config.json")?.length],
+            ["model.safetensors", CONTENT.get("model.safetensors")?.length],
+            ["sub", 0],
+          ],
+          who,
+        );
+        for (const [path, content] of CONTENT) {
+          assert.equal(out.sizes[path], content.length, `${who}: size of ${path}`);
+          const isLfs = path.endsWith(".bin") || path.endsWith(".safetensors");
+          assert.equal(out.lfs[path], isLfs ? sha256(content) : null, `${who}: lfs of ${path}`);
+        }
+        assert.ok(out.snapshot.startsWith(client), out.snapshot);
+        assertTree(out.snapshot, `snapshot_download from an offline server on ${who}'s cache`);
+        assert.equal(
+          sha256(readFileSync(out.one)),
+          sha256(CONTENT.get("model.safetensors") ?? Buffer.alloc(0)),
+        );
+        assert.deepEqual(cacheProblems(repoCacheDir(client, "model", "org/served"), COMMIT, FILES), [], who);
+        assert.deepEqual(hub.log, [], `${who}: the offline server asked the hub nothing`);
+        // What is not cached is still a clean 404 the clients understand.
+        const miss = await fetch(`${off.url}/api/models/org/absent/revision/main`);
+        assert.equal(miss.status, 404);
+        assert.equal(miss.headers.get("x-error-code"), "RepoNotFound");
+      } finally {
+        await off.stop();
+      }
+    }
+  });
+});

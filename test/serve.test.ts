@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 import { buildServeConfig } from "../src/config.js";
 import { createDispatcher } from "../src/hub/http.js";
@@ -213,7 +214,17 @@ test("upstream unreachable: cached public files served to all, gated/private onl
       assert.deepEqual((await get(`${srv.url}/org/priv/resolve/main/config.json`, tok)).body, priv);
       assert.equal((await get(`${srv.url}/org/priv/resolve/main/config.json`)).status, 401);
 
+      assert.equal((await get(`${srv.url}/api/models/org/pub`)).status, 200);
+      assert.equal((await get(`${srv.url}/api/models/org/gated`)).status, 200);
       await hub.close();
+      // API queries never asked before: from the disk for the repo upstream said is public, not for the gated one.
+      const tree = await get(`${srv.url}/api/models/org/pub/tree/main?recursive=true`);
+      assert.equal(tree.status, 200, tree.body.toString());
+      assert.deepEqual(
+        (JSON.parse(tree.body.toString()) as { path: string }[]).map((e) => e.path),
+        ["p.bin"],
+      );
+      assert.equal((await get(`${srv.url}/api/models/org/gated/tree/main?recursive=true`)).status, 502);
       // Public: served to anyone, by branch and by commit.
       for (const rev of ["main", commit(0)]) {
         const r = await get(`${srv.url}/org/pub/resolve/${rev}/p.bin`);
@@ -349,7 +360,32 @@ test("--offline: serves what is cached, never asks upstream, 404 for the rest", 
       const miss = await get(`${srv.url}/org/m/resolve/main/b.bin`);
       assert.equal(miss.status, 404);
       assert.equal(miss.headers.get("x-error-code"), "EntryNotFound");
-      assert.equal((await get(`${srv.url}/api/models/org/m/revision/main`)).status, 404);
+      // The API from the cache on disk (a fresh process remembers nothing): what is cached, nothing else.
+      const info = await get(`${srv.url}/api/models/org/m/revision/main?blobs=true`);
+      assert.equal(info.status, 200, info.body.toString());
+      const parsed = JSON.parse(info.body.toString()) as {
+        sha: string;
+        siblings: { rfilename: string; size: number }[];
+      };
+      assert.equal(parsed.sha, commit);
+      assert.deepEqual(
+        parsed.siblings.map((s) => [s.rfilename, s.size]),
+        [["a.txt", a.length]],
+      );
+      const tree = await get(`${srv.url}/api/models/org/m/tree/${commit}?recursive=true`);
+      assert.deepEqual(
+        (JSON.parse(tree.body.toString()) as { path: string }[]).map((e) => e.path),
+        ["a.txt"],
+      );
+      for (const [path, code] of [
+        ["/api/models/org/other/revision/main", "RepoNotFound"],
+        ["/api/models/org/m/revision/v9", "RevisionNotFound"],
+        [`/api/models/org/m/tree/${commit}/nope`, "EntryNotFound"],
+      ] as const) {
+        const r = await get(`${srv.url}${path}`);
+        assert.equal(r.status, 404, path);
+        assert.equal(r.headers.get("x-error-code"), code, path);
+      }
     });
     assert.deepEqual(hub.log, [], "offline: the upstream saw no request");
   });
@@ -644,5 +680,107 @@ test("hfget serve (CLI): SIGTERM mid-transfer exits 0 within a few seconds, keep
     } finally {
       await srv2.stop();
     }
+  });
+});
+
+test("two hfget serve processes on one cache, both cold, two clients each on one blob: right bytes, fetched upstream about once, cache sound", async () => {
+  const size = 24 * 1024 * 1024;
+  const data = randomBytesSeeded(81, size);
+  const want = sha256(data);
+  const repo = makeRepo("org/shared", [fileFromBuffer("w.bin", data, { lfs: true })]);
+  // A paced CDN so both servers' fetches overlap in time.
+  await withHub([repo], {}, async (hub) => {
+    hub.faults.push({ server: "cdn", times: 100_000, fault: { type: "throttle", bytesPerSec: 8 << 20 } });
+    const cacheDir = tempDir();
+    const args = ["--upstream", hub.url, "--cache-dir", cacheDir, "--connections", "4", "--chunk-size", "2M"];
+    const servers = await Promise.all([startServeProcess(args), startServeProcess(args)]);
+    try {
+      const got = await Promise.all(
+        [0, 1, 0, 1].map(async (i) => {
+          const r = await fetch(`${servers[i]?.url}/org/shared/resolve/main/w.bin`);
+          assert.equal(r.status, 200);
+          const h = createHash("sha256");
+          let n = 0;
+          for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
+            h.update(c);
+            n += c.length;
+          }
+          return { n, hash: h.digest("hex") };
+        }),
+      );
+      for (const g of got) assert.deepEqual(g, { n: size, hash: want });
+      const cdn = hub.log.filter((e) => e.server === "cdn").reduce((n, e) => n + e.bytesSent, 0);
+      const firsts = hub.log.filter((e) => e.server === "cdn" && /^bytes=0-/.test(e.range ?? ""));
+      assert.equal(firsts.length, 1, "one server fetched the blob; the other waited on its lock");
+      const ratio = cdn / size;
+      console.log(`two servers, four clients, 24 MiB: upstream sent ${ratio.toFixed(3)}x the file`);
+      assert.ok(ratio >= 1 && ratio <= 1.15, `upstream sent ${ratio.toFixed(3)}x the file`);
+      const repoDir = join(cacheDir, "models--org--shared");
+      assert.deepEqual(blobProblems(repoDir), []);
+      assert.deepEqual(
+        readdirSync(join(repoDir, "blobs")),
+        [want],
+        "one verified blob, no partial or state file left",
+      );
+      for (const s of servers) {
+        const lines = s
+          .stderr()
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { path: string; status: number; complete: boolean });
+        const gets = lines.filter((l) => l.path.endsWith("/w.bin"));
+        assert.ok(gets.length >= 2 && gets.every((l) => l.status === 200 && l.complete), s.stderr());
+      }
+    } finally {
+      await Promise.all(servers.map((s) => s.stop()));
+    }
+  });
+});
+
+test("a client that stops reading does not stall another client of the same blob, and is cut when idle", async () => {
+  const size = 16 * 1024 * 1024;
+  const data = randomBytesSeeded(91, size);
+  const repo = makeRepo("org/slow", [fileFromBuffer("w.bin", data, { lfs: true })]);
+  await withHub([repo], {}, async (hub) => {
+    hub.faults.push({ server: "cdn", times: 100_000, fault: { type: "throttle", bytesPerSec: 16 << 20 } });
+    await withServer(hub, { idleTimeoutMs: 1500 }, async (srv, logs) => {
+      const { request } = await import("node:http");
+      const u = new URL(srv.url);
+      // The stalled client: takes its headers and a first chunk, then never reads again.
+      let stalledReq: ReturnType<typeof request> | undefined;
+      await new Promise<void>((resolve, reject) => {
+        const req = request(
+          { host: u.hostname, port: u.port, path: "/org/slow/resolve/main/w.bin" },
+          (res) => {
+            res.once("data", () => {
+              res.pause();
+              resolve();
+            });
+          },
+        );
+        stalledReq = req;
+        req.on("error", reject);
+        req.end();
+      });
+      const t0 = Date.now();
+      const other = await get(`${srv.url}/org/slow/resolve/main/w.bin`);
+      assert.equal(other.status, 200);
+      assert.equal(sha256(other.body), sha256(data), "the reading client got the whole file");
+      const otherMs = Date.now() - t0;
+      // The server cuts the stalled one once its socket is idle (1.5 s here); its log line says so.
+      // (A paused client does not read its socket, so it cannot see the cut itself.) Bounded wait.
+      type Line = { status: number; complete: boolean; bytes: number };
+      const cutLine = (): Line | undefined =>
+        logs.map((l) => JSON.parse(l) as Line).find((l) => l.status === 200 && !l.complete);
+      for (let i = 0; i < 100 && cutLine() === undefined; i++) await new Promise((r) => setTimeout(r, 200));
+      stalledReq?.on("error", () => undefined);
+      stalledReq?.destroy();
+      const cut = cutLine();
+      assert.ok(cut, `the stalled response was cut by the server: ${logs.join("\n")}`);
+      assert.ok(cut.bytes < size, `cut short: ${cut.bytes}`);
+      console.log(
+        `stalled client: the other finished in ${otherMs} ms, the stalled one cut by ${Date.now() - t0} ms`,
+      );
+    });
   });
 });

@@ -53,6 +53,11 @@ export class AccessMemory {
     this.#publicRepos.add(repoKey(repo));
   }
 
+  /** The upstream's repo info said this repo is public (its API answers may be served from disk). */
+  repoKnownPublic(repo: RepoRef): boolean {
+    return this.#publicRepos.has(repoKey(repo));
+  }
+
   /** May this client have this cached file while the upstream cannot be asked? */
   mayRead(authorization: string | undefined, repo: RepoRef, path: string): boolean {
     if (this.#publicRepos.has(repoKey(repo)) || this.#publicFiles.has(fileKey(repo, path))) return true;

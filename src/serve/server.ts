@@ -14,6 +14,7 @@ import type { RepoRef, RepoType } from "../repo.js";
 import { writeFileAtomic } from "../util/atomic-write.js";
 import { AccessMemory, publicRepoFromInfo } from "./access.js";
 import { type BlobMeta, BlobStore } from "./blobs.js";
+import { localApi } from "./local.js";
 import { Metrics } from "./metrics.js";
 import { first, type UpstreamAnswer, Upstreams, UpstreamUnreachable } from "./upstream.js";
 
@@ -30,6 +31,8 @@ export interface ServeOptions {
   readonly revalidateMs: number;
   readonly engine: EngineOptions;
   readonly dispatcher: Dispatcher;
+  /** A client socket with nothing sent or received for this long is cut (default 60 s). */
+  readonly idleTimeoutMs?: number | undefined;
   /** One JSON line per request (never a token). */
   readonly log: (line: string) => void;
 }
@@ -314,7 +317,11 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     const key = `${authKey(auth)} ${method} ${url.pathname}${url.search} ${createHash("sha256").update(body).digest("hex")}`;
     const hit = apiCache.get(key);
     if (hit && (opts.offline || Date.now() - hit.at < opts.revalidateMs)) return relay(res, hit.value, self);
-    if (opts.offline) return sendError(res, 404, "RepoNotFound", "offline: not cached");
+    if (opts.offline) {
+      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"]);
+      if (local) return relay(res, { endpoint: self, ...local }, self);
+      return sendError(res, 404, "RepoNotFound", "offline: not cached");
+    }
     try {
       const a = await upstreams.ask(
         method,
@@ -335,6 +342,11 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       // The answer this very client got (anonymous answers are public ones); a token's for a few minutes.
       if (hit && (auth === undefined || Date.now() - hit.at < ACCESS_TTL_MS))
         return relay(res, hit.value, self);
+      // Nothing remembered: the disk, for a repo the upstream said is public (gated/private stay unserved).
+      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"], (repo) =>
+        access.repoKnownPublic(repo),
+      );
+      if (local && local.status < 400) return relay(res, { endpoint: self, ...local }, self);
       sendError(res, 502, undefined, "upstream unreachable");
     }
   }
@@ -401,7 +413,15 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       headers["x-linked-etag"] = `"${meta.etag}"`;
       headers["x-linked-size"] = meta.size;
     }
-    if (isCommitSha(r.revision)) headers["cache-control"] = "public, max-age=31536000, immutable";
+    // By commit a file never changes. A shared cache in front (nginx, a CDN) may keep it only when it
+    // is public: served to a request without a token, and not behind --access-tokens. A file served
+    // on a client's token is "private": a proxy that kept it would hand a gated file to anyone.
+    if (isCommitSha(r.revision)) {
+      const shared = req.headers.authorization === undefined && !opts.accessTokens;
+      headers["cache-control"] = `${shared ? "public" : "private"}, max-age=31536000, immutable`;
+    } else {
+      headers["cache-control"] = "no-cache";
+    }
     const inm = req.headers["if-none-match"];
     if (inm?.split(",").some((t) => unquote(t.trim()) === meta.etag || t.trim() === "*")) {
       res.writeHead(304, headers);
@@ -533,7 +553,9 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   server.requestTimeout = 0; // a multi-GiB body may take long; idle sockets are cut by timeout below
   server.headersTimeout = 20_000;
   server.keepAliveTimeout = 5_000;
-  server.setTimeout(60_000, (socket) => socket.destroy());
+  // A client that stops reading blocks only its own response (each waits for its own drain; the
+  // upstream fetch and the other clients go on), and is cut once its socket was idle this long.
+  server.setTimeout(opts.idleTimeoutMs ?? 60_000, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.host, () => resolve());
