@@ -8,7 +8,7 @@ import { createDispatcher } from "../src/hub/http.js";
 import { AccessMemory, publicRepoFromInfo } from "../src/serve/access.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
 import { type FakeHub, fileFromBuffer, makeRepo, randomBytesSeeded, TEST_TOKEN } from "./fakehub/index.js";
-import { blobProblems, cleanEnv, runCli, tempDir, withHub } from "./helpers.js";
+import { blobProblems, cleanEnv, runCli, tempDir, waitFor, withHub } from "./helpers.js";
 import { startServeProcess } from "./serve-helpers.js";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -722,6 +722,14 @@ test("two hfget serve processes on one cache, both cold, two clients each on one
         [want],
         "one verified blob, no partial or state file left",
       );
+      // A server logs a request when its response has finished, which may be just after the
+      // client has read the last byte: wait (bounded) for both lines of each server.
+      const wBinLines = (s: (typeof servers)[number]) =>
+        s
+          .stderr()
+          .split("\n")
+          .filter((l) => l.includes("/w.bin")).length;
+      await waitFor(() => servers.every((s) => wBinLines(s) >= 2), 5000, "both request lines of each server");
       for (const s of servers) {
         const lines = s
           .stderr()
