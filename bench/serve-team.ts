@@ -132,13 +132,15 @@ http {
     if (i > 200 || child.exitCode !== null) throw new Error("the proxy_cache nginx did not start");
     await sleep(50);
   }
+  return { url, stop: stopOnCleanup(child) };
+}
+
+/** Registers the process to be stopped at bench cleanup; the returned stop does it now, once. */
+function stopOnCleanup(child: ChildProcess): () => Promise<void> {
   const unregister = onCleanup(() => stopMaster(child, 3000));
-  return {
-    url,
-    stop: async () => {
-      unregister();
-      await stopMaster(child, 3000);
-    },
+  return async () => {
+    unregister();
+    await stopMaster(child, 3000);
   };
 }
 
@@ -175,14 +177,7 @@ async function startServe(
     });
     child.once("exit", (c) => reject(new Error(`hfget serve exited ${c} before printing its URL`)));
   });
-  const unregister = onCleanup(() => stopMaster(child, 3000));
-  return {
-    url,
-    stop: async () => {
-      unregister();
-      await stopMaster(child, 3000);
-    },
-  };
+  return { url, stop: stopOnCleanup(child) };
 }
 
 async function teamRun(
