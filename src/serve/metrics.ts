@@ -10,6 +10,8 @@ export class Metrics {
   blobMisses = 0;
   fetchesInFlight = 0;
   readonly upstreamErrors = new Map<string, number>();
+  /** Blob bytes received from each upstream (added when each fetch ends). */
+  readonly bytesFetchedFrom = new Map<string, number>();
 
   request(status: number): void {
     this.requestsByStatus.set(status, (this.requestsByStatus.get(status) ?? 0) + 1);
@@ -17,6 +19,10 @@ export class Metrics {
 
   upstreamError(endpoint: string): void {
     this.upstreamErrors.set(endpoint, (this.upstreamErrors.get(endpoint) ?? 0) + 1);
+  }
+
+  fetchedFrom(endpoint: string, bytes: number): void {
+    if (bytes > 0) this.bytesFetchedFrom.set(endpoint, (this.bytesFetchedFrom.get(endpoint) ?? 0) + bytes);
   }
 
   render(): string {
@@ -29,6 +35,11 @@ export class Metrics {
       `hfget_serve_bytes_served_while_fetching_total ${this.bytesServedWhileFetching}`,
       "# TYPE hfget_serve_bytes_fetched_upstream_total counter",
       `hfget_serve_bytes_fetched_upstream_total ${this.bytesFetchedUpstream}`,
+      "# TYPE hfget_serve_bytes_fetched_upstream_by_endpoint_total counter",
+      ...[...this.bytesFetchedFrom].map(
+        ([e, n]) =>
+          `hfget_serve_bytes_fetched_upstream_by_endpoint_total{endpoint=${JSON.stringify(e)}} ${n}`,
+      ),
       "# TYPE hfget_serve_blob_hit_ratio gauge",
       `hfget_serve_blob_hit_ratio ${this.blobHits + this.blobMisses === 0 ? 0 : this.blobHits / (this.blobHits + this.blobMisses)}`,
       "# TYPE hfget_serve_fetches_in_flight gauge",

@@ -7,7 +7,9 @@ import { basename, dirname } from "node:path";
 import type { Dispatcher } from "undici";
 import { cachePaths } from "../cache/paths.js";
 import type { EngineOptions } from "../config.js";
+import type { FileSource } from "../fetch/engine.js";
 import { HttpClient } from "../hub/http.js";
+import { resolveUrls } from "../hub/metadata.js";
 import { checkRepoPath } from "../hub/paths.js";
 import { isCommitSha } from "../hub/resolve-revision.js";
 import type { RepoRef, RepoType } from "../repo.js";
@@ -46,6 +48,8 @@ export interface ServeHandle {
 
 /** Access answers and branch resolutions are remembered this long at most. */
 const ACCESS_TTL_MS = 5 * 60_000;
+/** A client of a blob not cached gets its headers once bytes flow, or after this long at most. */
+const BLOB_HEADERS_WAIT_MS = 5_000;
 const TYPE_PREFIX: Record<RepoType, string> = { model: "", dataset: "datasets/", space: "spaces/" };
 
 class BadRequest extends Error {}
@@ -158,17 +162,28 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       new HttpClient({ endpoint, token: opts.token, dispatcher: opts.dispatcher }),
     ]),
   );
-  const http = (endpoint: string): HttpClient => clients.get(endpoint) ?? clients.get(opts.upstreams[0]!)!;
+  const http = (endpoint: string): HttpClient => {
+    const c = clients.get(endpoint);
+    if (c === undefined) throw new Error(`internal: ${endpoint} is not an upstream`);
+    return c;
+  };
+  const secrets = [opts.token, ...(opts.accessTokens ?? [])].filter((t): t is string => !!t);
+  /** Every log line goes through here: no token ever reaches the log. */
+  const log = (line: string): void => {
+    let out = line;
+    for (const s of secrets) out = out.split(s).join("<token>");
+    opts.log(out);
+  };
   const blobs = new BlobStore({
     cacheDir: opts.cacheDir,
     http,
     engine: opts.engine,
     signal: shutdown.signal,
     metrics,
+    log,
   });
   const metaCache = new Map<string, Cached<BlobMeta | UpstreamAnswer>>();
   const apiCache = new Map<string, Cached<UpstreamAnswer>>();
-  const secrets = [opts.token, ...(opts.accessTokens ?? [])].filter((t): t is string => !!t);
   const authKey = AccessMemory.clientKey;
   const access = new AccessMemory(ACCESS_TTL_MS);
 
@@ -370,6 +385,17 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     return [start, end];
   }
 
+  /**
+   * The file's resolve URL at the pinned commit on every upstream: the one that described it first,
+   * then those after it in order, then those before it (they just failed to answer: asked last), as
+   * `PinnedListing.sourcesFor` orders a `--mirror` download's sources.
+   */
+  function blobSources(meta: BlobMeta): FileSource[] {
+    const at = meta.endpoint === undefined ? 0 : Math.max(0, opts.upstreams.indexOf(meta.endpoint));
+    const order = [...opts.upstreams.slice(at), ...opts.upstreams.slice(0, at)];
+    return resolveUrls(order, meta.repo, meta.commit, meta.path);
+  }
+
   async function handleResolve(
     req: IncomingMessage,
     res: ServerResponse,
@@ -465,15 +491,13 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     }
     if (opts.offline) return sendError(res, 404, "EntryNotFound", "offline: not cached");
     metrics.blobMisses++;
-    const enc = r.path.split("/").map(encodeURIComponent).join("/");
-    // From the upstream that described the file (the first that answered), else the first one.
-    const endpoint = meta.endpoint ?? opts.upstreams[0]!;
-    const f = blobs.fetch(
-      meta,
-      endpoint,
-      `${endpoint}/${TYPE_PREFIX[r.repo.type]}${r.repo.id}/resolve/${meta.commit}/${enc}`,
-    );
-    // Headers at once (huggingface_hub gives up after 10 s without them), bytes as they are verified.
+    const f = blobs.fetch(meta, blobSources(meta));
+    // Headers once the first verified bytes are in (or the fetch failed: a 502 naming what each
+    // upstream answered), within BLOB_HEADERS_WAIT_MS: huggingface_hub gives up after 10 s without them.
+    await f.started(BLOB_HEADERS_WAIT_MS);
+    if (f.state === "failed") {
+      return sendError(res, 502, undefined, `upstream fetch of ${r.repo.id}/${r.path} failed: ${f.error}`);
+    }
     res.writeHead(status, headers);
     if (meta.size === 0) {
       while (f.state === "running") await f.changed();
@@ -492,7 +516,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     }) as typeof res.write;
     res.on("close", () => {
       metrics.request(res.statusCode);
-      let line = JSON.stringify({
+      const line = JSON.stringify({
         time: new Date(t0).toISOString(),
         method: req.method,
         path: (req.url ?? "").split("?")[0],
@@ -501,8 +525,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
         ms: Date.now() - t0,
         complete: res.writableFinished,
       });
-      for (const s of secrets) line = line.split(s).join("<token>");
-      opts.log(line);
+      log(line);
     });
     void route(req, res).catch((err: unknown) => {
       if (res.headersSent) return void res.destroy();

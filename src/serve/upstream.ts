@@ -16,9 +16,14 @@ export function first(h: UpstreamAnswer["headers"], name: string): string | unde
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** A 404 that may be one upstream's own lack (a lagging mirror), not the hub's last word. */
+const LACKING = new Set(["RepoNotFound", "RevisionNotFound", "EntryNotFound"]);
+
 /**
  * The upstream endpoints, in order. Metadata requests go to the first that answers (a network
- * error or a 5xx moves on to the next). The client's own Authorization, never the server's token,
+ * error or a 5xx moves on to the next; so do a 429 and a 404 RepoNotFound / RevisionNotFound /
+ * EntryNotFound, as `--mirror` sets a lagging mirror aside, but when no later one answers better
+ * that first answer is the one returned). The client's own Authorization, never the server's token,
  * goes with metadata requests: the upstream decides what that client may see.
  */
 export class Upstreams {
@@ -41,7 +46,8 @@ export class Upstreams {
     signal: AbortSignal,
   ): Promise<UpstreamAnswer> {
     let lastError: unknown;
-    for (const endpoint of this.endpoints) {
+    let fallback: UpstreamAnswer | undefined;
+    for (const [i, endpoint] of this.endpoints.entries()) {
       try {
         const headers: Record<string, string> = {
           "user-agent": "hfget-serve/0.1",
@@ -71,13 +77,28 @@ export class Upstreams {
           lastError = new Error(`upstream ${endpoint} answered ${res.statusCode}`);
           continue;
         }
-        return { endpoint, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) };
+        const answer = {
+          endpoint,
+          status: res.statusCode,
+          headers: res.headers,
+          body: Buffer.concat(chunks),
+        };
+        const lacking =
+          res.statusCode === 429 ||
+          (res.statusCode === 404 && LACKING.has(first(res.headers, "x-error-code") ?? ""));
+        if (lacking && i < this.endpoints.length - 1) {
+          if (res.statusCode === 429) this.#metrics.upstreamError(endpoint);
+          fallback ??= answer;
+          continue;
+        }
+        return fallback !== undefined && lacking ? fallback : answer;
       } catch (err) {
         if (signal.aborted) throw err;
         this.#metrics.upstreamError(endpoint);
         lastError = err;
       }
     }
+    if (fallback !== undefined) return fallback;
     throw new UpstreamUnreachable(lastError);
   }
 }
