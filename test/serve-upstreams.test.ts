@@ -17,6 +17,7 @@ import {
   pushCommit,
   randomBytesSeeded,
   startFakeHub,
+  TEST_TOKEN,
 } from "./fakehub/index.js";
 import { blobProblems, cleanEnv, tempDir, waitFor } from "./helpers.js";
 import { runPython, skipWithoutPython } from "./pyclient.js";
@@ -159,7 +160,7 @@ print("RESULT " + hf_hub_download("org/m", "w.bin"), flush=True)
   });
 });
 
-test("upstream 1 killed mid-blob: the fetch finishes from upstream 2, right bytes, fetched about once", async () => {
+test("upstream 1 killed mid-blob: the fetch finishes from upstream 2, right bytes, fetched about once", async (t) => {
   const data = randomBytesSeeded(302, 6 * 1024 * KiB);
   const files = () => [fileFromBuffer("w.bin", data, { lfs: true })];
   await withHubs([[makeRepo("org/m", files())], [makeRepo("org/m", files())]], async ([a, b]) => {
@@ -180,6 +181,9 @@ test("upstream 1 killed mid-blob: the fetch finishes from upstream 2, right byte
       const fetched = metricValue(srv.metrics.render(), "hfget_serve_bytes_fetched_upstream_total") ?? 0;
       assert.ok(fetched >= data.length && fetched <= data.length + 2 * CHUNK, `fetched ${fetched}`);
       const sent = cdnTraffic(a!).bytes + cdnTraffic(b!).bytes;
+      t.diagnostic(
+        `upstream CDNs sent ${cdnTraffic(a!).bytes} + ${cdnTraffic(b!).bytes} = ${(sent / data.length).toFixed(3)}x the file; engine wrote ${fetched}`,
+      );
       assert.ok(
         sent >= data.length && sent <= data.length + 2 * CHUNK,
         `sent ${sent} for ${data.length} (${(sent / data.length).toFixed(3)}x)`,
@@ -224,22 +228,72 @@ test("upstream 1 lagging (no such commit): metadata and bytes at that commit com
   });
 });
 
-test("a large file is spread over two healthy upstreams: both CDNs served ranges, the file fetched once", async () => {
+test("a large file is spread over three healthy upstreams: every CDN served ranges, the file fetched once; the token went to each hub, never to a CDN", async (t) => {
   const data = randomBytesSeeded(305, 6 * 1024 * KiB);
   const files = () => [fileFromBuffer("w.bin", data, { lfs: true })];
-  await withHubs([[makeRepo("org/m", files())], [makeRepo("org/m", files())]], async ([a, b]) => {
-    for (const h of [a!, b!])
+  const sets = [0, 1, 2].map(() => [makeRepo("org/m", files())]);
+  await withHubs(sets, async (hubs) => {
+    for (const h of hubs)
       h.faults.push({ server: "cdn", times: 1000, fault: { type: "throttle", bytesPerSec: 2_000_000 } });
+    await withServer(
+      hubs.map((h) => h.url),
+      { token: TEST_TOKEN },
+      async (srv) => {
+        const r = await get(`${srv.url}/org/m/resolve/main/w.bin`);
+        assert.equal(r.status, 200);
+        assert.equal(sha256(r.body), sha256(data));
+        const traffic = hubs.map(cdnTraffic);
+        t.diagnostic(
+          `bytes per upstream CDN: ${traffic.map((x) => x.bytes).join(" + ")}; ranged GETs: ${traffic.map((x) => x.ranged).join(" + ")}`,
+        );
+        for (const [i, x] of traffic.entries()) {
+          assert.ok(x.ranged >= 1 && x.bytes > 0, `upstream ${i + 1}: ${JSON.stringify(x)}`);
+          assert.equal(fetchedFrom(srv, hubs[i]!.url), x.bytes, `upstream ${i + 1} in /metrics`);
+        }
+        assert.equal(
+          traffic.reduce((n, x) => n + x.bytes, 0),
+          data.length,
+          "each byte fetched once",
+        );
+        for (const h of hubs) {
+          const resolves = h.log.filter(
+            (e) => e.server === "hub" && e.method === "GET" && e.url.includes("/resolve/"),
+          );
+          assert.ok(
+            resolves.length >= 1 && resolves.every((e) => e.authorization === "token"),
+            "the server's token on each hub's resolve",
+          );
+          assert.ok(
+            h.log.filter((e) => e.server === "cdn").every((e) => e.authorization === "none"),
+            "no token to a CDN",
+          );
+        }
+      },
+    );
+  });
+});
+
+test("upstream 1 redirects to another hub (hf-mirror's 308 for what it has not cached): served from upstream 2, the redirect not followed", async () => {
+  const data = randomBytesSeeded(307, 1024 * KiB);
+  const files = () => [fileFromBuffer("w.bin", data, { lfs: true })];
+  await withHubs([[makeRepo("org/m", files())], [makeRepo("org/m", files())]], async ([a, b]) => {
+    // An origin nobody listens on: following the redirect would fail the request, not pass it.
+    a!.faults.push({
+      server: "hub",
+      pathIncludes: "/resolve/",
+      times: 1000,
+      fault: { type: "redirect", status: 308, location: "http://127.0.0.1:9/org/m/resolve/main/w.bin" },
+    });
     await withServer([a!.url, b!.url], {}, async (srv) => {
       const r = await get(`${srv.url}/org/m/resolve/main/w.bin`);
-      assert.equal(r.status, 200);
+      assert.equal(r.status, 200, r.body.subarray(0, 300).toString());
       assert.equal(sha256(r.body), sha256(data));
-      const ta = cdnTraffic(a!);
-      const tb = cdnTraffic(b!);
-      assert.ok(ta.ranged >= 1 && tb.ranged >= 1, `ranged requests: ${ta.ranged} + ${tb.ranged}`);
-      assert.ok(ta.bytes > 0 && tb.bytes > 0, `bytes: ${ta.bytes} + ${tb.bytes}`);
-      assert.equal(ta.bytes + tb.bytes, data.length, "each byte fetched once");
-      assert.equal(fetchedFrom(srv, a!.url) + fetchedFrom(srv, b!.url), data.length);
+      assert.ok(
+        a!.log.some((e) => e.server === "hub" && e.status === 308),
+        "upstream 1 asked",
+      );
+      assert.equal(cdnTraffic(a!).bytes, 0);
+      assert.equal(fetchedFrom(srv, b!.url), data.length);
     });
   });
 });

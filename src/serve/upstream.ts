@@ -20,9 +20,23 @@ export function first(h: UpstreamAnswer["headers"], name: string): string | unde
 const LACKING = new Set(["RepoNotFound", "RevisionNotFound", "EntryNotFound"]);
 
 /**
+ * A redirect to another hub's `/resolve/` URL (hf-mirror answers a 308 to huggingface.co for what it
+ * has not cached): that upstream does not have it. A redirect to a CDN (the LFS 302) is an answer.
+ */
+function sentElsewhere(endpoint: string, status: number, location: string | undefined): boolean {
+  if (status < 300 || status >= 400 || location === undefined) return false;
+  try {
+    const to = new URL(location, endpoint);
+    return to.origin !== new URL(endpoint).origin && to.pathname.includes("/resolve/");
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The upstream endpoints, in order. Metadata requests go to the first that answers (a network
- * error or a 5xx moves on to the next; so do a 429 and a 404 RepoNotFound / RevisionNotFound /
- * EntryNotFound, as `--mirror` sets a lagging mirror aside, but when no later one answers better
+ * error or a 5xx moves on to the next; so do a 429, a 404 RepoNotFound / RevisionNotFound /
+ * EntryNotFound and a redirect to another hub, as `--mirror` sets a lagging mirror aside, but when no later one answers better
  * that first answer is the one returned). The client's own Authorization, never the server's token,
  * goes with metadata requests: the upstream decides what that client may see.
  */
@@ -85,7 +99,8 @@ export class Upstreams {
         };
         const lacking =
           res.statusCode === 429 ||
-          (res.statusCode === 404 && LACKING.has(first(res.headers, "x-error-code") ?? ""));
+          (res.statusCode === 404 && LACKING.has(first(res.headers, "x-error-code") ?? "")) ||
+          sentElsewhere(endpoint, res.statusCode, first(res.headers, "location"));
         if (lacking && i < this.endpoints.length - 1) {
           if (res.statusCode === 429) this.#metrics.upstreamError(endpoint);
           fallback ??= answer;
