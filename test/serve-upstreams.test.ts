@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { test } from "node:test";
+import { DOWN_AFTER } from "../src/fetch/sources.js";
 import { createDispatcher } from "../src/hub/http.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
 import {
@@ -43,7 +44,7 @@ async function withServer<T>(
   extra: Partial<ServeOptions>,
   fn: (srv: ServeHandle, logs: string[], cacheDir: string) => Promise<T>,
 ): Promise<T> {
-  const dispatcher = createDispatcher({ timeoutMs: 5_000 });
+  const dispatcher = createDispatcher({ timeoutMs: extra.engine?.timeoutMs ?? 5_000 });
   const logs: string[] = [];
   const cacheDir = tempDir();
   const srv = await startServer({
@@ -333,5 +334,40 @@ test("every upstream fails a blob not cached: a clear 502 (5xx on resolve) or 50
       assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
       assert.match((JSON.parse(d.body.toString()) as { error: string }).error, /w\.bin.*unreachable/);
     });
+  });
+});
+
+test("an upstream that stalls is marked down after a few timeouts: later metadata requests and the blob's chunks pass it over", async () => {
+  const data = randomBytesSeeded(308, 2 * 1024 * KiB);
+  const files = () => [fileFromBuffer("w.bin", data, { lfs: true })];
+  const slow = await startFakeHub({ repos: [makeRepo("org/m", files())], latencyMs: 3_000 });
+  const commit = slow.repos[0]?.commits[0]?.sha ?? "";
+  await withHubs([[makeRepo("org/m", files())]], async ([b]) => {
+    try {
+      const engine = { connections: 4, maxFiles: 4, chunkSize: CHUNK, retries: 1, timeoutMs: 400 };
+      await withServer([slow.url, b!.url], { engine }, async (srv) => {
+        // Distinct API answers (none cached): each is asked of the slow one first until it is down.
+        for (const path of [
+          "",
+          "/revision/main",
+          "/tree/main",
+          `/revision/${commit}`,
+          "/tree/main?recursive=true",
+        ]) {
+          const r = await get(`${srv.url}/api/models/org/m${path}`);
+          assert.equal(r.status, 200, `${path}: ${r.body.toString()}`);
+        }
+        const asked = () => slow.log.filter((e) => e.server === "hub").length;
+        assert.equal(asked(), DOWN_AFTER, "the slow upstream was asked until it was marked down");
+        assert.ok(errorsOf(srv, slow.url) >= DOWN_AFTER, srv.metrics.render());
+        const r = await get(`${srv.url}/org/m/resolve/main/w.bin`);
+        assert.equal(r.status, 200);
+        assert.equal(sha256(r.body), sha256(data));
+        assert.equal(asked(), DOWN_AFTER, "nor for the file's metadata or bytes while down");
+        assert.equal(fetchedFrom(srv, b!.url), data.length);
+      });
+    } finally {
+      await slow.close();
+    }
   });
 });

@@ -5,7 +5,7 @@ import { cachePlacement, type Placement, SafeDirs } from "../cache/commit.js";
 import { cachePaths } from "../cache/paths.js";
 import type { EngineOptions } from "../config.js";
 import { Engine, type FileSource } from "../fetch/engine.js";
-import { SourcePool } from "../fetch/sources.js";
+import type { SourcePool } from "../fetch/sources.js";
 import type { HttpClient } from "../hub/http.js";
 import type { RepoFile } from "../hub/types.js";
 import type { RepoRef } from "../repo.js";
@@ -95,6 +95,11 @@ export interface BlobStoreOptions {
   readonly engine: EngineOptions;
   readonly signal: AbortSignal;
   readonly metrics: Metrics;
+  /**
+   * What the server knows of its upstreams (health, latency, throughput, bytes), shared by every
+   * blob fetch: one marked down by a fetch is passed over by the next until it is probed again.
+   */
+  readonly pool: SourcePool;
   /** One JSON line per upstream set aside during a blob fetch (the caller redacts tokens). */
   readonly log?: ((line: string) => void) | undefined;
 }
@@ -133,9 +138,9 @@ export class BlobStore {
     this.#fetches.set(key, f);
     const { metrics } = this.#opts;
     metrics.fetchesInFlight++;
-    // One pool per blob: an upstream dropped for bad bytes is out for this blob, not for the
-    // server's lifetime (the next blob asks it again; every byte is checked anyway).
-    const pool = new SourcePool();
+    const pool = this.#opts.pool;
+    /** Upstreams this fetch dropped for bad bytes: out while it runs, not for the server's lifetime. */
+    const dropped = new Set<string>();
     const http = this.#opts.http;
     const engine = new Engine(
       {
@@ -153,6 +158,7 @@ export class BlobStore {
           } else if (e.type === "bytes") {
             metrics.bytesFetchedUpstream += e.bytes;
           } else if (e.type === "source-set-aside" || (e.type === "retry" && e.endpoint !== undefined)) {
+            if (e.type === "source-set-aside" && e.for === "run") dropped.add(e.endpoint);
             // A failed upstream request: the chunk moved to another upstream, or waits to be asked again.
             const endpoint = e.endpoint ?? "";
             metrics.upstreamError(endpoint);
@@ -190,7 +196,8 @@ export class BlobStore {
         },
       )
       .finally(() => {
-        for (const s of pool.all()) metrics.fetchedFrom(s.endpoint, s.bytes);
+        // The next blob asks it again (every byte is checked anyway).
+        for (const e of dropped) pool.stats(e).dropped = undefined;
         metrics.fetchesInFlight--;
         this.#fetches.delete(key);
         if (f.state === "failed") {

@@ -10,8 +10,8 @@ export class Metrics {
   blobMisses = 0;
   fetchesInFlight = 0;
   readonly upstreamErrors = new Map<string, number>();
-  /** Blob bytes received from each upstream (added when each fetch ends). */
-  readonly bytesFetchedFrom = new Map<string, number>();
+  /** Blob bytes received from each upstream so far (the shared source pool's counts). */
+  bytesFetchedFrom: () => Iterable<readonly [string, number]> = () => [];
 
   request(status: number): void {
     this.requestsByStatus.set(status, (this.requestsByStatus.get(status) ?? 0) + 1);
@@ -19,10 +19,6 @@ export class Metrics {
 
   upstreamError(endpoint: string): void {
     this.upstreamErrors.set(endpoint, (this.upstreamErrors.get(endpoint) ?? 0) + 1);
-  }
-
-  fetchedFrom(endpoint: string, bytes: number): void {
-    if (bytes > 0) this.bytesFetchedFrom.set(endpoint, (this.bytesFetchedFrom.get(endpoint) ?? 0) + bytes);
   }
 
   render(): string {
@@ -36,7 +32,7 @@ export class Metrics {
       "# TYPE hfget_serve_bytes_fetched_upstream_total counter",
       `hfget_serve_bytes_fetched_upstream_total ${this.bytesFetchedUpstream}`,
       "# TYPE hfget_serve_bytes_fetched_upstream_by_endpoint_total counter",
-      ...[...this.bytesFetchedFrom].map(
+      ...[...this.bytesFetchedFrom()].map(
         ([e, n]) =>
           `hfget_serve_bytes_fetched_upstream_by_endpoint_total{endpoint=${JSON.stringify(e)}} ${n}`,
       ),

@@ -8,6 +8,7 @@ import type { Dispatcher } from "undici";
 import { cachePaths } from "../cache/paths.js";
 import type { EngineOptions } from "../config.js";
 import type { FileSource } from "../fetch/engine.js";
+import { SourcePool } from "../fetch/sources.js";
 import { HttpClient } from "../hub/http.js";
 import { resolveUrls } from "../hub/metadata.js";
 import { checkRepoPath } from "../hub/paths.js";
@@ -154,7 +155,7 @@ async function writeRef(path: string, commit: string): Promise<void> {
 export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   const metrics = new Metrics();
   const shutdown = new AbortController();
-  const upstreams = new Upstreams(opts.upstreams, opts.dispatcher, metrics);
+
   // One client per upstream, so the server's token goes to each upstream's own origin only.
   const clients = new Map(
     opts.upstreams.map((endpoint) => [
@@ -174,9 +175,14 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     for (const s of secrets) out = out.split(s).join("<token>");
     opts.log(out);
   };
+  // Upstream health, latency and throughput, learned by every blob fetch and metadata request.
+  const pool = new SourcePool();
+  metrics.bytesFetchedFrom = () => pool.all().map((s) => [s.endpoint, s.bytes] as const);
+  const upstreams = new Upstreams(opts.upstreams, opts.dispatcher, metrics, pool);
   const blobs = new BlobStore({
     cacheDir: opts.cacheDir,
     http,
+    pool,
     engine: opts.engine,
     signal: shutdown.signal,
     metrics,

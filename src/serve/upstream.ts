@@ -1,4 +1,5 @@
 import { type Dispatcher, request } from "undici";
+import { SourcePool } from "../fetch/sources.js";
 import type { Metrics } from "./metrics.js";
 
 export interface UpstreamAnswer {
@@ -44,12 +45,36 @@ export class Upstreams {
   readonly endpoints: readonly string[];
   readonly #dispatcher: Dispatcher;
   readonly #metrics: Metrics;
+  readonly #pool: SourcePool;
 
-  constructor(endpoints: readonly string[], dispatcher: Dispatcher, metrics: Metrics) {
+  /** `pool`: the health the blob fetches learn too (a new one when absent). */
+  constructor(
+    endpoints: readonly string[],
+    dispatcher: Dispatcher,
+    metrics: Metrics,
+    pool = new SourcePool(),
+  ) {
     if (endpoints.length === 0) throw new Error("no upstream");
     this.endpoints = endpoints;
     this.#dispatcher = dispatcher;
     this.#metrics = metrics;
+    this.#pool = pool;
+  }
+
+  /**
+   * The endpoints in preference order, those marked down (failed repeatedly, by metadata requests
+   * or blob fetches) moved last, the one down longest first: it is probed once its time is up.
+   */
+  order(now = Date.now()): string[] {
+    const down = (e: string) => this.#pool.stats(e).downUntil > now;
+    const later = this.endpoints.filter(down);
+    later.sort((a, b) => this.#pool.stats(a).downUntil - this.#pool.stats(b).downUntil);
+    return [...this.endpoints.filter((e) => !down(e)), ...later];
+  }
+
+  #failed(endpoint: string): void {
+    this.#metrics.upstreamError(endpoint);
+    this.#pool.failed(endpoint);
   }
 
   /** `pathAndQuery` starts with "/". Throws only when no upstream could be reached. */
@@ -61,7 +86,9 @@ export class Upstreams {
   ): Promise<UpstreamAnswer> {
     let lastError: unknown;
     let fallback: UpstreamAnswer | undefined;
-    for (const [i, endpoint] of this.endpoints.entries()) {
+    const order = this.order();
+    for (const [i, endpoint] of order.entries()) {
+      const t0 = Date.now();
       try {
         const headers: Record<string, string> = {
           "user-agent": "hfget-serve/0.1",
@@ -87,7 +114,7 @@ export class Upstreams {
           chunks.push(c as Buffer);
         }
         if (res.statusCode >= 500) {
-          this.#metrics.upstreamError(endpoint);
+          this.#failed(endpoint);
           lastError = new Error(`upstream ${endpoint} answered ${res.statusCode}`);
           continue;
         }
@@ -101,15 +128,19 @@ export class Upstreams {
           res.statusCode === 429 ||
           (res.statusCode === 404 && LACKING.has(first(res.headers, "x-error-code") ?? "")) ||
           sentElsewhere(endpoint, res.statusCode, first(res.headers, "location"));
-        if (lacking && i < this.endpoints.length - 1) {
-          if (res.statusCode === 429) this.#metrics.upstreamError(endpoint);
+        if (res.statusCode === 429) this.#failed(endpoint);
+        else {
+          this.#pool.answered(endpoint, Date.now() - t0);
+          this.#pool.succeeded(endpoint, 0, 0);
+        }
+        if (lacking && i < order.length - 1) {
           fallback ??= answer;
           continue;
         }
         return fallback !== undefined && lacking ? fallback : answer;
       } catch (err) {
         if (signal.aborted) throw err;
-        this.#metrics.upstreamError(endpoint);
+        this.#failed(endpoint);
         lastError = err;
       }
     }
