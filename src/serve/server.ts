@@ -155,7 +155,6 @@ async function writeRef(path: string, commit: string): Promise<void> {
 export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   const metrics = new Metrics();
   const shutdown = new AbortController();
-
   // One client per upstream, so the server's token goes to each upstream's own origin only.
   const clients = new Map(
     opts.upstreams.map((endpoint) => [
@@ -169,12 +168,13 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     return c;
   };
   const secrets = [opts.token, ...(opts.accessTokens ?? [])].filter((t): t is string => !!t);
-  /** Every log line goes through here: no token ever reaches the log. */
-  const log = (line: string): void => {
-    let out = line;
+  const redact = (text: string): string => {
+    let out = text;
     for (const s of secrets) out = out.split(s).join("<token>");
-    opts.log(out);
+    return out;
   };
+  /** Every log line goes through here: no token ever reaches the log. */
+  const log = (line: string): void => opts.log(redact(line));
   // Upstream health, latency and throughput, learned by every blob fetch and metadata request.
   const pool = new SourcePool();
   metrics.bytesFetchedFrom = () => pool.all().map((s) => [s.endpoint, s.bytes] as const);
@@ -502,7 +502,8 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     // upstream answered), within BLOB_HEADERS_WAIT_MS: huggingface_hub gives up after 10 s without them.
     await f.started(BLOB_HEADERS_WAIT_MS);
     if (f.state === "failed") {
-      return sendError(res, 502, undefined, `upstream fetch of ${r.repo.id}/${r.path} failed: ${f.error}`);
+      const message = `upstream fetch of ${r.repo.id}/${r.path} failed: ${f.error}`;
+      return sendError(res, 502, undefined, redact(message));
     }
     res.writeHead(status, headers);
     if (meta.size === 0) {
