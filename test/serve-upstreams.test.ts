@@ -371,3 +371,41 @@ test("an upstream that stalls is marked down after a few timeouts: later metadat
     }
   });
 });
+
+test("upstream 1 sends corrupt bytes: no client gets a complete wrong file, the blob is finished from upstream 2, upstream 1 named and left out of the next blob", async () => {
+  const data = randomBytesSeeded(309, 3 * 1024 * KiB);
+  const next = randomBytesSeeded(310, 1024 * KiB);
+  const files = () => [
+    fileFromBuffer("w.bin", data, { lfs: true }),
+    fileFromBuffer("x.bin", next, { lfs: true }),
+  ];
+  await withHubs([[makeRepo("org/m", files())], [makeRepo("org/m", files())]], async ([a, b]) => {
+    a!.faults.push({ server: "cdn", times: 1000, fault: { type: "corrupt" } });
+    await withServer([a!.url, b!.url], {}, async (srv, logs, cacheDir) => {
+      const url = `${srv.url}/org/m/resolve/main/w.bin`;
+      const first = await get(url).catch((err: unknown) => ({ status: -1, body: Buffer.from(String(err)) }));
+      if (first.status === 200 && first.body.length === data.length) {
+        assert.equal(sha256(first.body), sha256(data), "a complete body is the right one");
+      }
+      assert.ok(cdnTraffic(a!).bytes > 0, "upstream 1 sent some of it");
+      const again = await get(url);
+      assert.equal(again.status, 200);
+      assert.equal(sha256(again.body), sha256(data));
+      assert.equal(sha256(readFileSync(`${cacheDir}/models--org--m/blobs/${sha256(data)}`)), sha256(data));
+      assert.deepEqual(blobProblems(`${cacheDir}/models--org--m`), []);
+      const dropped = events(logs, "upstream-set-aside").filter(
+        (l) => l.endpoint === a!.url && /hash/.test(l.reason ?? ""),
+      );
+      assert.equal(dropped.length, 1, logs.join("\n"));
+      assert.ok(
+        !events(logs, "upstream-set-aside").some((l) => l.endpoint === b!.url && /hash/.test(l.reason ?? "")),
+      );
+      // The next blob is not asked of it.
+      const before = cdnTraffic(a!).bytes;
+      const x = await get(`${srv.url}/org/m/resolve/main/x.bin`);
+      assert.equal(x.status, 200);
+      assert.equal(sha256(x.body), sha256(next));
+      assert.equal(cdnTraffic(a!).bytes, before);
+    });
+  });
+});

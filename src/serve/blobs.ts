@@ -26,6 +26,8 @@ export interface BlobMeta {
 }
 
 const READ = 256 * 1024;
+/** An upstream that sent bytes failing a hash gets no blob fetch's requests for this long. */
+export const DROP_MS = 10 * 60_000;
 
 /**
  * One upstream fetch per blob, whoever asks. Clients of a blob in flight are served the in-order,
@@ -97,7 +99,8 @@ export interface BlobStoreOptions {
   readonly metrics: Metrics;
   /**
    * What the server knows of its upstreams (health, latency, throughput, bytes), shared by every
-   * blob fetch: one marked down by a fetch is passed over by the next until it is probed again.
+   * blob fetch: one marked down by a fetch is passed over by the next until it is probed again, and
+   * one that sent bad bytes is left out for DROP_MS.
    */
   readonly pool: SourcePool;
   /** One JSON line per upstream set aside during a blob fetch (the caller redacts tokens). */
@@ -107,6 +110,8 @@ export interface BlobStoreOptions {
 export class BlobStore {
   readonly #opts: BlobStoreOptions;
   readonly #fetches = new Map<string, Fetch>();
+  /** Upstreams dropped for bad bytes, and when. */
+  readonly #dropped = new Map<string, number>();
 
   constructor(opts: BlobStoreOptions) {
     this.#opts = opts;
@@ -139,8 +144,13 @@ export class BlobStore {
     const { metrics } = this.#opts;
     metrics.fetchesInFlight++;
     const pool = this.#opts.pool;
-    /** Upstreams this fetch dropped for bad bytes: out while it runs, not for the server's lifetime. */
-    const dropped = new Set<string>();
+    // An upstream that sent bad bytes is out for a while, not for the server's lifetime.
+    const now = Date.now();
+    for (const [e, at] of this.#dropped) {
+      if (now - at < DROP_MS) continue;
+      pool.stats(e).dropped = undefined;
+      this.#dropped.delete(e);
+    }
     const http = this.#opts.http;
     const engine = new Engine(
       {
@@ -158,7 +168,7 @@ export class BlobStore {
           } else if (e.type === "bytes") {
             metrics.bytesFetchedUpstream += e.bytes;
           } else if (e.type === "source-set-aside" || (e.type === "retry" && e.endpoint !== undefined)) {
-            if (e.type === "source-set-aside" && e.for === "run") dropped.add(e.endpoint);
+            if (e.type === "source-set-aside" && e.for === "run") this.#dropped.set(e.endpoint, Date.now());
             // A failed upstream request: the chunk moved to another upstream, or waits to be asked again.
             const endpoint = e.endpoint ?? "";
             metrics.upstreamError(endpoint);
@@ -196,8 +206,6 @@ export class BlobStore {
         },
       )
       .finally(() => {
-        // The next blob asks it again (every byte is checked anyway).
-        for (const e of dropped) pool.stats(e).dropped = undefined;
         metrics.fetchesInFlight--;
         this.#fetches.delete(key);
         if (f.state === "failed") {
