@@ -35,11 +35,12 @@ function sentElsewhere(endpoint: string, status: number, location: string | unde
 }
 
 /**
- * The upstream endpoints, in order. Metadata requests go to the first that answers (a network
- * error or a 5xx moves on to the next; so do a 429, a 404 RepoNotFound / RevisionNotFound /
- * EntryNotFound and a redirect to another hub, as `--mirror` sets a lagging mirror aside, but when no later one answers better
- * that first answer is the one returned). The client's own Authorization, never the server's token,
- * goes with metadata requests: the upstream decides what that client may see.
+ * The upstream endpoints, in order (those marked down last). Metadata requests go to the first
+ * that answers: a network error or a 5xx moves on to the next; so do a 429, a 404 RepoNotFound /
+ * RevisionNotFound / EntryNotFound and a redirect to another hub, as `--mirror` sets a lagging
+ * mirror aside, but when no later one answers better that first answer is the one returned. The
+ * client's own Authorization, never the server's token, goes with metadata requests: the upstream
+ * decides what that client may see.
  */
 export class Upstreams {
   readonly endpoints: readonly string[];
