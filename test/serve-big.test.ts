@@ -137,6 +137,8 @@ test("serve: four clients at once on a cold server get one 1 GiB file right; ups
         HF_HUB_DISABLE_PROGRESS_BARS: "1",
         HF_HUB_DISABLE_TELEMETRY: "1",
         HF_HUB_DISABLE_XET: "1",
+        // Its 10 s read timeout, raised: on a machine at load 20 a starved process can go that long unscheduled.
+        HF_HUB_DOWNLOAD_TIMEOUT: "60",
         PYTHONUNBUFFERED: "1",
       }),
       timeoutMs: CLIENT_S * 1000,
