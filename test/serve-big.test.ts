@@ -69,7 +69,7 @@ function metricValue(text: string, name: string): number | undefined {
 
 /**
  * Why this test does not run here, else false. It moves ~5 GiB through real processes (about 45 s of
- * CPU; 100-120 s of wall time measured on the shared 2-core machine at load ~20), so a developer's
+ * CPU; 85-125 s of wall time measured on the shared 2-core machine at load ~18-25), so a developer's
  * `npm test` runs it only when asked; CI (.ci/run sets CI=true) always does.
  */
 function skipReason(): string | false {
