@@ -143,6 +143,7 @@ export class BlobStore {
     this.#fetches.set(key, f);
     const { metrics } = this.#opts;
     metrics.fetchesInFlight++;
+    metrics.fetchesStarted++;
     const pool = this.#opts.pool;
     // An upstream that sent bad bytes is out for a while, not for the server's lifetime.
     const now = Date.now();
