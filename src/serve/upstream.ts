@@ -1,4 +1,5 @@
-import { type Dispatcher, request } from "undici";
+import type { Dispatcher } from "undici";
+import { request } from "../hub/undici.js";
 import type { Metrics } from "./metrics.js";
 
 export interface UpstreamAnswer {
