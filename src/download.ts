@@ -199,7 +199,48 @@ export async function download(
     return await fetchAll(config, session, opts, emit, signal, listController, started);
   } finally {
     signal.removeEventListener("abort", onCallerAbort);
+    // No listing request outlives the run (one still reading ahead when the run failed).
+    listController.abort(new Error("the run is over"));
   }
+}
+
+/**
+ * Reads `source` as fast as it yields, and yields everything that arrived since the last time (at
+ * least one item), then its error if it failed. The reading does not wait for the consumer; a
+ * consumer that stops early must stop the source itself (its signal).
+ */
+export async function* readAhead<T>(source: AsyncIterable<T>): AsyncGenerator<T[]> {
+  const buf: T[] = [];
+  let done = false;
+  let failed = false;
+  let error: unknown;
+  let wake: (() => void) | undefined;
+  void (async () => {
+    try {
+      for await (const item of source) {
+        buf.push(item);
+        wake?.();
+      }
+    } catch (err) {
+      failed = true;
+      error = err;
+    } finally {
+      done = true;
+      wake?.();
+    }
+  })();
+  for (;;) {
+    if (buf.length > 0) {
+      yield buf.splice(0);
+      continue;
+    }
+    if (done) break;
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    wake = undefined;
+  }
+  if (failed) throw error;
 }
 
 async function fetchAll(
@@ -365,16 +406,19 @@ async function fetchAll(
     // Positional names need the whole listing (a missing one fails the run before any byte).
     const byPage = config.files.length === 0 ? pageSelector(config, pinned.path) : undefined;
     let whole = false;
-    for await (const page of listing.pages) {
-      if (page.last) {
+    // The listing runs ahead of the planning: a page is asked for as soon as the previous one is
+    // in, whatever the survey of the earlier ones costs; what arrived meanwhile is one batch.
+    for await (const pages of readAhead(listing.pages)) {
+      const last = pages.some((p) => p.last);
+      if (last) {
         whole = true;
         emit({ type: "listed", files: all.length });
       }
       if (byPage === undefined) continue;
-      const picked = byPage.pick(page.files);
+      const picked = pages.flatMap((p) => byPage.pick(p.files));
       // Nothing selected at all: said before the last page's plan (no "0 files" line first).
-      if (page.last) byPage.finish(all.length);
-      await feed(picked, !page.last);
+      if (last) byPage.finish(all.length);
+      await feed(picked, !last);
     }
     if (!whole) throw new Error("internal: the listing ended without its last page");
     if (byPage === undefined) await feed(selectFiles(all, config, pinned.path), false);

@@ -12,6 +12,7 @@ import {
   randomBytesSeeded,
   startFakeHub,
 } from "./fakehub/index.js";
+import { readAhead } from "../src/download.js";
 import { cacheProblems, cleanEnv, repoCacheDir, runInProcess, show, tempDir } from "./helpers.js";
 
 const N = 60;
@@ -181,5 +182,33 @@ describe("download pipeline: files start while the listing is still paged", () =
       asked.map((e) => e.url).join("\n"),
     );
     assert.ok(!mirror.log.some((e) => e.url.includes("/revision/")));
+  });
+});
+
+describe("readAhead: the listing is read while the pages before are planned", () => {
+  async function* source(n: number, failAfter?: number): AsyncGenerator<number> {
+    for (let i = 0; i < n; i++) {
+      if (i === failAfter) throw new Error("page failed");
+      await new Promise((r) => setTimeout(r, 5));
+      yield i;
+    }
+  }
+
+  it("a slow consumer gets what arrived meanwhile as one batch, all of it, in order", async () => {
+    const batches: number[][] = [];
+    for await (const b of readAhead(source(12))) {
+      batches.push(b);
+      await new Promise((r) => setTimeout(r, 40)); // planning a batch is slower than a page
+    }
+    assert.deepEqual(batches.flat(), [...Array(12).keys()]);
+    assert.ok(batches.length < 12, `no batching: ${JSON.stringify(batches)}`);
+  });
+
+  it("a source that fails: the items before it, then its error", async () => {
+    const got: number[] = [];
+    await assert.rejects(async () => {
+      for await (const b of readAhead(source(10, 4))) got.push(...b);
+    }, /page failed/);
+    assert.deepEqual(got, [0, 1, 2, 3]);
   });
 });
