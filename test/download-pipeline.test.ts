@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { readAhead } from "../src/download.js";
 import {
   type FakeHub,
   type RequestLogEntry as FakeLogEntry,
@@ -12,7 +13,6 @@ import {
   randomBytesSeeded,
   startFakeHub,
 } from "./fakehub/index.js";
-import { readAhead } from "../src/download.js";
 import { cacheProblems, cleanEnv, repoCacheDir, runInProcess, show, tempDir } from "./helpers.js";
 
 const N = 60;
