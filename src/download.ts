@@ -10,11 +10,11 @@ import type { DownloadResult, EndpointResult, EventSink, FileResult } from "./ev
 import { Engine, type FileWork } from "./fetch/engine.js";
 import { SourcePool } from "./fetch/sources.js";
 import { makeFilter } from "./glob.js";
-import { pinListing, type RevisionChoice, resolveChoices } from "./hub/metadata.js";
+import { openListing, type RevisionChoice, resolveChoices } from "./hub/metadata.js";
 import type { RepoFile } from "./hub/types.js";
 import { offlineSnapshot, recordComplete } from "./offline.js";
 import { type FilePlan, planFiles } from "./plan/plan.js";
-import { type SurveyTarget, survey } from "./plan/survey.js";
+import { type FileSurvey, type SurveyTarget, survey } from "./plan/survey.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { openNoFollow, writeFileAtomic } from "./util/atomic-write.js";
@@ -58,14 +58,7 @@ export function selectFiles(all: readonly RepoFile[], config: Config, urlPath = 
   const inUrl = urlFilter(config, urlPath);
   if (inUrl !== undefined) {
     const named = all.filter(inUrl);
-    if (named.length === 0) {
-      const what = config.urlTarget?.kind === "file" ? "no file" : "no folder";
-      throw new HfgetError(
-        "ENTRY_NOT_FOUND",
-        `${repoLabel(config.repo)}@${config.revision}: ${what} ${JSON.stringify(urlPath)}`,
-        { hint: "run `hfget ls` to see the files" },
-      );
-    }
+    if (named.length === 0) throw noUrlTarget(config, urlPath);
     const filter = makeFilter(config.include, config.exclude);
     const extra = config.files.length > 0 ? selectFiles(all, { ...config, urlTarget: undefined }) : [];
     const seen = new Set(extra.map((f) => f.path));
@@ -86,19 +79,65 @@ export function selectFiles(all: readonly RepoFile[], config: Config, urlPath = 
   }
   const filter = makeFilter(config.include, config.exclude);
   const picked = all.filter((f) => filter(f.path));
-  if (picked.length === 0 && all.length > 0 && (config.include.length > 0 || config.exclude.length > 0)) {
-    // huggingface-cli only warns and writes an empty snapshot; a script is better served by an error.
-    const globs = [
-      ...(config.include.length > 0 ? [`--include ${config.include.join(" ")}`] : []),
-      ...(config.exclude.length > 0 ? [`--exclude ${config.exclude.join(" ")}`] : []),
-    ].join(" ");
-    throw new HfgetError(
-      "ENTRY_NOT_FOUND",
-      `no file of ${repoLabel(config.repo)}@${config.revision} matches ${globs} (${all.length} files listed)`,
-      { hint: "run `hfget ls` to see the files; * crosses / as in fnmatch" },
-    );
-  }
+  if (picked.length === 0) checkSomeMatched(config, all.length);
   return picked;
+}
+
+function noUrlTarget(config: Config, urlPath: string): HfgetError {
+  const what = config.urlTarget?.kind === "file" ? "no file" : "no folder";
+  return new HfgetError(
+    "ENTRY_NOT_FOUND",
+    `${repoLabel(config.repo)}@${config.revision}: ${what} ${JSON.stringify(urlPath)}`,
+    { hint: "run `hfget ls` to see the files" },
+  );
+}
+
+/** Nothing of `listed` files was picked: an error when globs did it. */
+function checkSomeMatched(config: Config, listed: number): void {
+  if (listed === 0 || (config.include.length === 0 && config.exclude.length === 0)) return;
+  // huggingface-cli only warns and writes an empty snapshot; a script is better served by an error.
+  const globs = [
+    ...(config.include.length > 0 ? [`--include ${config.include.join(" ")}`] : []),
+    ...(config.exclude.length > 0 ? [`--exclude ${config.exclude.join(" ")}`] : []),
+  ].join(" ");
+  throw new HfgetError(
+    "ENTRY_NOT_FOUND",
+    `no file of ${repoLabel(config.repo)}@${config.revision} matches ${globs} (${listed} files listed)`,
+    { hint: "run `hfget ls` to see the files; * crosses / as in fnmatch" },
+  );
+}
+
+/** selectFiles a page at a time: what a run picks while the listing still streams. */
+export interface PageSelector {
+  /** The files of this page the run fetches. */
+  pick(page: readonly RepoFile[]): RepoFile[];
+  /** The listing is whole (`listed` files): throws selectFiles' error when nothing was selected. */
+  finish(listed: number): void;
+}
+
+/**
+ * selectFiles for a run without positional names (those need the whole listing to say which are
+ * missing): the URL's path and the include/exclude globs decide per file, so per page.
+ */
+export function pageSelector(config: Config, urlPath = ""): PageSelector {
+  if (config.files.length > 0) throw new Error("internal: pageSelector with positional files");
+  const inUrl = urlFilter(config, urlPath);
+  const filter = makeFilter(config.include, config.exclude);
+  let named = 0;
+  let picked = 0;
+  return {
+    pick(page) {
+      const inside = inUrl === undefined ? page : page.filter(inUrl);
+      named += inside.length;
+      const out = inside.filter((f) => filter(f.path));
+      picked += out.length;
+      return out;
+    },
+    finish(listed) {
+      if (inUrl !== undefined && named === 0) throw noUrlTarget(config, urlPath);
+      if (inUrl === undefined && picked === 0) checkSomeMatched(config, listed);
+    },
+  };
 }
 
 /** refs/<revision> holds the commit sha, with no trailing newline (huggingface_hub reads it raw). */
@@ -142,7 +181,6 @@ export async function download(
   const emit: EventSink = opts.onEvent ?? (() => undefined);
   const signal = opts.signal ?? new AbortController().signal;
   if (config.offline) return offlineSnapshot(config);
-  const { hub } = session;
   // Fail on an unwritable target before any network work: one DISK line naming the path.
   if (!config.dryRun) {
     const target = config.localDir ?? cachePaths(config.cacheDir, config.repo).repoDir;
@@ -151,9 +189,73 @@ export async function download(
     // the listing (access(2) answers EROFS/EACCES as a write would).
     await atPath(target, () => access(target, constants.W_OK), "cannot write to");
   }
-  // Revision -> commit and the listing from the first endpoint that answers; the commit is pinned.
-  const pinned = await pinListing(session.hubs, config.repo, revisionChoices(config), {
-    signal,
+  // Revision -> commit and the listing's first page from the first endpoint that answers: the
+  // commit is pinned before any byte. The other pages stream while the first files are fetched.
+  const listController = new AbortController();
+  const onCallerAbort = () => listController.abort(signal.reason);
+  if (signal.aborted) onCallerAbort();
+  else signal.addEventListener("abort", onCallerAbort, { once: true });
+  try {
+    return await fetchAll(config, session, opts, emit, signal, listController, started);
+  } finally {
+    signal.removeEventListener("abort", onCallerAbort);
+    // No listing request outlives the run (one still reading ahead when the run failed).
+    listController.abort(new Error("the run is over"));
+  }
+}
+
+/**
+ * Reads `source` as fast as it yields, and yields everything that arrived since the last time (at
+ * least one item), then its error if it failed. The reading does not wait for the consumer; a
+ * consumer that stops early must stop the source itself (its signal).
+ */
+export async function* readAhead<T>(source: AsyncIterable<T>): AsyncGenerator<T[]> {
+  const buf: T[] = [];
+  let done = false;
+  let failed = false;
+  let error: unknown;
+  let wake: (() => void) | undefined;
+  void (async () => {
+    try {
+      for await (const item of source) {
+        buf.push(item);
+        wake?.();
+      }
+    } catch (err) {
+      failed = true;
+      error = err;
+    } finally {
+      done = true;
+      wake?.();
+    }
+  })();
+  for (;;) {
+    if (buf.length > 0) {
+      yield buf.splice(0);
+      continue;
+    }
+    if (done) break;
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    wake = undefined;
+  }
+  if (failed) throw error;
+}
+
+async function fetchAll(
+  configIn: Config,
+  session: Session,
+  opts: DownloadOptions,
+  emit: EventSink,
+  signal: AbortSignal,
+  listController: AbortController,
+  started: number,
+): Promise<DownloadResult> {
+  let config = configIn;
+  const { hub } = session;
+  const listing = await openListing(session.hubs, config.repo, revisionChoices(config), {
+    signal: listController.signal,
     onSkip: (r) =>
       emit({
         type: "endpoint-skipped",
@@ -162,12 +264,12 @@ export async function download(
         ...(r.next === undefined ? {} : { next: r.next }),
       }),
   });
+  const { pinned } = listing;
   const { commit } = pinned;
   if (pinned.revision !== config.revision) config = { ...config, revision: pinned.revision };
   emit({ type: "resolved", commit });
-  const all: RepoFile[] = [...pinned.files];
-  emit({ type: "listed", files: all.length });
-  const files = selectFiles(all, config, pinned.path);
+  /** The whole listing once its pages are read (recordComplete checks the snapshot against it). */
+  const all = pinned.files;
 
   const cache = cachePaths(config.cacheDir, config.repo);
   const local = config.localDir === undefined ? undefined : localDirPaths(config.localDir);
@@ -176,14 +278,18 @@ export async function download(
   const dirs = new SafeDirs(root);
   if (local && !config.dryRun) await writeLocalDirGitignore(local.root, dirs);
 
-  // The plan step: one read-only survey of the target, then a pure decision per file.
+  // The plan step, a batch (a listing page) at a time: a read-only survey of the target, then a
+  // pure decision per file.
   const target: SurveyTarget = local
     ? { kind: "local", paths: local }
     : { kind: "cache", paths: cache, commit };
-  const surveys = await survey(target, files);
-  const plans = new Map<string, FilePlan>(
-    planFiles(files, surveys, { force: config.force }).map((p) => [p.path, p]),
-  );
+  /** The selected files, in listing order, and what was planned for each. */
+  const files: RepoFile[] = [];
+  const surveys = new Map<string, FileSurvey>();
+  const plans = new Map<string, FilePlan>();
+  const allWorks: FileWork[] = [];
+  let bytesTotal = 0;
+  let bytesToFetch = 0;
   const planOf = (f: RepoFile): FilePlan => plans.get(f.path)!;
   // `reuse`: the engine asks isPresent() under the blob's lock, which links or copies the blob from
   // another repo of the cache after re-hashing it (and the engine fetches when none verifies).
@@ -191,17 +297,27 @@ export async function download(
     planOf(f).action === "reuse" ? (surveys.get(f.path)?.reuseFrom ?? []) : [];
   const placementOf = (f: RepoFile): Placement =>
     local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs, reuseOf(f));
-  const allWorks: FileWork[] = files.map((file) => ({
-    file,
-    // Every endpoint at the pinned commit; the engine's source pool picks per chunk and fails over.
-    sources: pinned.sourcesFor(file),
-    placement: placementOf(file),
-    force: config.force,
-  }));
-  const bytesTotal = files.reduce((n, f) => n + f.size, 0);
-  const bytesToFetch = [...plans.values()].reduce((n, p) => n + p.bytesToFetch, 0);
-  // A dry-run prints its plan instead of progress (no "finished 0/N" line for it).
-  if (!config.dryRun) emit({ type: "planned", files: files.length, bytes: bytesTotal });
+  const planBatch = async (batch: readonly RepoFile[]): Promise<FileWork[]> => {
+    const surveyed = await survey(target, batch);
+    for (const [path, sv] of surveyed) surveys.set(path, sv);
+    for (const p of planFiles(batch, surveyed, { force: config.force })) {
+      plans.set(p.path, p);
+      bytesToFetch += p.bytesToFetch;
+    }
+    const works = batch.map((file) => ({
+      file,
+      // Every endpoint at the pinned commit; the engine's source pool picks per chunk and fails over.
+      sources: pinned.sourcesFor(file),
+      placement: placementOf(file),
+      force: config.force,
+    }));
+    for (const f of batch) {
+      files.push(f);
+      bytesTotal += f.size;
+    }
+    for (const w of works) allWorks.push(w);
+    return works;
+  };
   const resultOf = (w: FileWork, status: FileResult["status"]): FileResult => ({
     path: w.file.path,
     size: w.file.size,
@@ -212,6 +328,12 @@ export async function download(
   });
 
   if (config.dryRun) {
+    // The whole plan is printed: every page first.
+    for await (const _ of listing.pages) {
+      // pinned.files grows
+    }
+    emit({ type: "listed", files: all.length });
+    await planBatch(selectFiles(all, config, pinned.path));
     const results = allWorks.map((w) =>
       resultOf(w, planOf(w.file).action === "present" ? "cached" : "planned"),
     );
@@ -226,20 +348,7 @@ export async function download(
     if (planOf(w.file).action !== "present" || s?.partialSize !== undefined) return false;
     return !local || s?.metadata?.commit === commit;
   };
-  for (const w of allWorks) {
-    if (skip(w)) emit({ type: "file-done", path: w.file.path, size: w.file.size, status: "cached" });
-  }
-  const works = allWorks.filter((w) => !skip(w));
-  const lockDirs = new Set(works.map((w) => dirname(w.placement.lock)));
-  if (local) {
-    // The engine takes each file's lock (under .cache/huggingface/download) before the placement
-    // checks its folders: check those first, so a planted symlink cannot lead it outside.
-    for (const dir of lockDirs) await dirs.ensure(dir);
-  } else {
-    // Made here for every run (one folder per repo): a folder remembered from an earlier run in
-    // this process may have been removed since (the cache deleted between two library calls).
-    for (const dir of lockDirs) await makeDirs(dir);
-  }
+  const lockDirs = new Set<string>();
   let bytesDownloaded = 0;
   const pool = new SourcePool();
   /** The last reason each endpoint was set aside, for the result. */
@@ -260,10 +369,66 @@ export async function download(
       },
       pool,
     },
-    works,
+    [],
+    { more: true },
   );
+  /** Plans a batch and hands what is not present to the engine (lock folders made first). */
+  const feed = async (batch: readonly RepoFile[], more: boolean): Promise<void> => {
+    const works = await planBatch(batch);
+    // A dry-run prints its plan instead of progress (no "finished 0/N" line for it). Totals so far:
+    // they grow while the listing streams (`more`).
+    emit({ type: "planned", files: files.length, bytes: bytesTotal, more });
+    for (const w of works) {
+      if (skip(w)) emit({ type: "file-done", path: w.file.path, size: w.file.size, status: "cached" });
+    }
+    const toFetch = works.filter((w) => !skip(w));
+    for (const w of toFetch) {
+      const dir = dirname(w.placement.lock);
+      if (lockDirs.has(dir)) continue;
+      lockDirs.add(dir);
+      if (local) {
+        // The engine takes each file's lock (under .cache/huggingface/download) before the placement
+        // checks its folders: check those first, so a planted symlink cannot lead it outside.
+        await dirs.ensure(dir);
+      } else {
+        // Made here for every run (one folder per repo): a folder remembered from an earlier run in
+        // this process may have been removed since (the cache deleted between two library calls).
+        await makeDirs(dir);
+      }
+    }
+    if (toFetch.length > 0) engine.add(toFetch);
+  };
   const fetchStarted = Date.now();
-  const outcomes = await engine.run();
+  const running = engine.run();
+  // A run-wide failure stops the listing too (its error is the run's, thrown by `running`).
+  running.catch(() => listController.abort(new Error("the run stopped")));
+  try {
+    // Positional names need the whole listing (a missing one fails the run before any byte).
+    const byPage = config.files.length === 0 ? pageSelector(config, pinned.path) : undefined;
+    let whole = false;
+    // The listing runs ahead of the planning: a page is asked for as soon as the previous one is
+    // in, whatever the survey of the earlier ones costs; what arrived meanwhile is one batch.
+    for await (const pages of readAhead(listing.pages)) {
+      const last = pages.some((p) => p.last);
+      if (last) {
+        whole = true;
+        emit({ type: "listed", files: all.length });
+      }
+      if (byPage === undefined) continue;
+      const picked = pages.flatMap((p) => byPage.pick(p.files));
+      // Nothing selected at all: said before the last page's plan (no "0 files" line first).
+      if (last) byPage.finish(all.length);
+      await feed(picked, !last);
+    }
+    if (!whole) throw new Error("internal: the listing ended without its last page");
+    if (byPage === undefined) await feed(selectFiles(all, config, pinned.path), false);
+    engine.end();
+  } catch (err) {
+    // The listing broke off (or the selection failed): the run stops with that error, unless the
+    // engine's own failure came first.
+    engine.end(err);
+  }
+  const outcomes = await running;
   const fetchSeconds = (Date.now() - fetchStarted) / 1000;
   const endpoints: EndpointResult[] = pool.all().map((s) => {
     const aside = s.dropped ?? setAside.get(s.endpoint);
@@ -277,9 +442,11 @@ export async function download(
   const results: FileResult[] = allWorks.map((w) =>
     resultOf(w, skip(w) ? "cached" : (outcomes.get(w.file.path)?.status ?? "failed")),
   );
-  const failed = works.filter(
+  const failed = allWorks.filter(
     (w) =>
-      outcomes.get(w.file.path)?.status !== "downloaded" && outcomes.get(w.file.path)?.status !== "cached",
+      !skip(w) &&
+      outcomes.get(w.file.path)?.status !== "downloaded" &&
+      outcomes.get(w.file.path)?.status !== "cached",
   );
   if (failed.length > 0) {
     const first = outcomes.get(failed[0]!.file.path)?.error;

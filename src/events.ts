@@ -13,8 +13,12 @@ export type DownloadEvent =
     }
   | { readonly type: "resolved"; readonly commit: string }
   | { readonly type: "listed"; readonly files: number }
-  /** The files selected for this run; the ones already present finish at once as "cached". */
-  | { readonly type: "planned"; readonly files: number; readonly bytes: number }
+  /**
+   * The files selected for this run so far; the ones already present finish at once as "cached".
+   * `more`: the listing is still being paged, so the totals will grow (said again with each page,
+   * and once more without `more` when the listing is whole).
+   */
+  | { readonly type: "planned"; readonly files: number; readonly bytes: number; readonly more?: boolean }
   | {
       readonly type: "file-start";
       readonly path: string;

@@ -15,6 +15,8 @@ export interface BarLineState {
   readonly rate: number;
   /** Set while nothing moves because the run waits (a held lock, a backoff): shown instead of rate and ETA. */
   readonly wait?: string | undefined;
+  /** The total will still grow (the listing is being paged): at most 99%, and no ETA. */
+  readonly more?: boolean | undefined;
 }
 
 export interface BarLineStyle {
@@ -103,12 +105,15 @@ interface Layout {
  * percentage, the ETA (or the wait) and the name stay.
  */
 export function formatBarLine(s: BarLineState, columns: number, style: BarLineStyle = PLAIN): string {
-  const progress = s.total > 0 ? Math.min(1, s.done / s.total) : 0;
+  const progress = s.total > 0 ? Math.min(s.more === true ? 0.99 : 1, s.done / s.total) : 0;
   const pct = `${Math.floor(progress * 100)}%`.padStart(4);
   const done = formatBytes(s.done).padStart(8);
   const total = `${done} / ${formatBytes(s.total).padEnd(8)}`;
   const rate = s.rate > 0 ? formatRate(s.rate).padStart(10) : "";
-  const eta = s.rate > 0 ? `ETA ${formatDuration(Math.max(0, s.total - s.done) / s.rate)}`.padEnd(10) : "";
+  const eta =
+    s.rate > 0 && s.more !== true
+      ? `ETA ${formatDuration(Math.max(0, s.total - s.done) / s.rate)}`.padEnd(10)
+      : "";
   const render = (l: Layout, barWidth: number, name: string, wait = s.wait, st = style): string => {
     const parts: string[] = [];
     if (l.bar && barWidth > 0) {

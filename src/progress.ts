@@ -21,7 +21,14 @@ export interface ReporterOptions {
 
 /** Counts bytes and files from engine events; both reporters render from it. */
 class Totals {
-  bytesTotal = 0;
+  /** Bytes planned (grows while the listing streams) less the files found present. */
+  get bytesTotal(): number {
+    return this.plannedBytes - this.cachedBytes;
+  }
+  plannedBytes = 0;
+  cachedBytes = 0;
+  /** The listing is still being paged: the totals will grow (no 100%, no ETA yet). */
+  more = false;
   bytesDone = 0;
   filesTotal = 0;
   filesDone = 0;
@@ -40,8 +47,9 @@ class Totals {
   apply(e: DownloadEvent): void {
     switch (e.type) {
       case "planned":
-        this.bytesTotal = e.bytes;
+        this.plannedBytes = e.bytes;
         this.filesTotal = e.files;
+        this.more = e.more === true;
         break;
       case "file-start":
         this.bytesDone += e.resumedBytes;
@@ -57,7 +65,7 @@ class Totals {
         this.filesDone++;
         if (e.status === "cached") {
           this.cached++;
-          this.bytesTotal -= e.size;
+          this.cachedBytes += e.size;
         } else if (e.status === "failed") this.failed++;
         break;
       default:
@@ -118,20 +126,25 @@ export function lineReporter(opts: ReporterOptions): Reporter {
   const write = (s: string) => opts.stream.write(`${s}\n`);
   const status = () => {
     const rate = t.rate();
-    const pct = t.bytesTotal > 0 ? ` (${Math.floor((100 * t.bytesDone) / t.bytesTotal)}%)` : "";
-    const eta = rate > 0 ? `, ETA ${formatDuration((t.bytesTotal - t.bytesDone) / rate)}` : "";
+    // While the listing streams the totals are partial: never 100%, no ETA, "N+ files".
+    const pctOf = t.bytesTotal > 0 ? Math.floor((100 * t.bytesDone) / t.bytesTotal) : 0;
+    const pct = t.bytesTotal > 0 ? ` (${t.more ? Math.min(99, pctOf) : pctOf}%)` : "";
+    const eta = rate > 0 && !t.more ? `, ETA ${formatDuration((t.bytesTotal - t.bytesDone) / rate)}` : "";
+    const of = t.more ? `${t.filesTotal}+` : `${t.filesTotal}`;
     const retries = t.retries > 0 ? `, ${t.retries} retries` : "";
     // No rate yet (nothing moved since the last sample): say so instead of "0 B/s" with no ETA.
     const speed = rate > 0 ? `${formatRate(rate)}${eta}` : "starting";
     write(
-      `hfget: ${formatBytes(t.bytesDone)} of ${formatBytes(t.bytesTotal)}${pct}, ${t.filesDone}/${t.filesTotal} files, ${speed}${retries}`,
+      `hfget: ${formatBytes(t.bytesDone)} of ${t.more ? "at least " : ""}${formatBytes(t.bytesTotal)}${pct}, ${t.filesDone}/${of} files, ${speed}${retries}`,
     );
   };
   return {
     onEvent(e) {
       t.apply(e);
       if (e.type === "resolved") write(`hfget: revision resolved to ${e.commit}`);
-      else if (e.type === "planned") write(`hfget: ${e.files} files, ${formatBytes(e.bytes)}`);
+      // Once the listing is whole (the files of its first pages may be in flight already).
+      else if (e.type === "planned" && e.more !== true)
+        write(`hfget: ${e.files} files, ${formatBytes(e.bytes)}`);
       else if (e.type === "file-done" && e.status === "downloaded")
         write(`hfget: done ${e.path} (${formatBytes(e.size)})`);
       else if (e.type === "file-done" && e.status === "failed") write(`hfget: FAILED ${e.path}`);
@@ -246,13 +259,15 @@ export function barReporter(opts: ReporterOptions): Reporter {
     const rate = t.rate();
     for (const [path, w] of waits) if (w.kind === "retry" && w.until <= now()) waits.delete(path);
     if (overall === undefined) return;
-    const name = planned ? `total ${t.filesDone}/${t.filesTotal} files` : "contacting the hub";
+    const name = planned
+      ? `total ${t.filesDone}/${t.filesTotal}${t.more ? "+ files, listing" : " files"}`
+      : "contacting the hub";
     // The run's line tells of a wait when every file in flight waits, or no bytes came for a second
     // (a tiny file done just before must not hide it behind "2 B/s, ETA 1464h").
     const moving = [...inFlight].some((p) => !waits.has(p));
     const idle = !moving || now() - lastBytes >= 1000;
     const wait = idle ? describeWaits([...waits.values()], now()) : undefined;
-    const state: BarLineState = { name, done: t.bytesDone, total: t.bytesTotal, rate, wait };
+    const state: BarLineState = { name, done: t.bytesDone, total: t.bytesTotal, rate, wait, more: t.more };
     overall.setTotal(Math.max(1, t.bytesTotal));
     overall.update(t.bytesDone, { state });
     for (const [path, b] of bars) {

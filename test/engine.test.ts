@@ -14,8 +14,9 @@ import { decide, FRESH_ATTEMPTS } from "../src/fetch/decide.js";
 import { openSession } from "../src/session.js";
 import { diskError } from "../src/util/io-error.js";
 import { DEFAULT_RETRY_POLICY, type Sleep } from "../src/util/retry.js";
+import { runEngine } from "./enginekit.js";
 import { fileFromBuffer, makeRepo, randomBytesSeeded } from "./fakehub/index.js";
-import { tempDir, withHub } from "./helpers.js";
+import { tempDir, waitFor, withHub } from "./helpers.js";
 
 const policy = { ...DEFAULT_RETRY_POLICY, retries: 3 };
 const net = () => new HfgetError("NETWORK", "reset");
@@ -289,5 +290,66 @@ describe("decide: stalls", () => {
     });
     const d = decide(stall, 100_000, { failures: 3, expiredRetried: false }, policy);
     assert.equal(d.decision.kind, "give-up");
+  });
+});
+
+describe("engine: works added while it runs (a listing still being paged)", () => {
+  const bufs = Array.from({ length: 9 }, (_, i) => randomBytesSeeded(200 + i, 3_000 + i * 500));
+  const files = bufs.map((b, i) => fileFromBuffer(`d/f${i}.bin`, b));
+  const repo = makeRepo("org/incremental", files);
+
+  it("add() in batches, end() last: one run, one outcome map; idle workers wait for more until end()", async () => {
+    await withHub([repo], {}, async (hub) => {
+      const cacheDir = tempDir();
+      let done = 0;
+      const run = await runEngine(repo, files, {
+        cacheDir,
+        endpoints: [hub.url],
+        connections: 3,
+        onEvent: (e) => {
+          if (e.type === "file-done") done++;
+        },
+        feed: async (engine, works) => {
+          for (let i = 0; i < 8; i += 4) engine.add(works.slice(i, i + 4));
+          // Everything added is done and the workers are idle: a run that ended here would never
+          // fetch the last file.
+          await waitFor(() => done === 8, 10_000, "the first 8 files");
+          await new Promise((r) => setTimeout(r, 300));
+          engine.add(works.slice(8));
+          engine.end();
+        },
+      });
+      assert.equal(run.error, undefined, String(run.error));
+      assert.equal(run.outcomes?.size, 9);
+      for (const [i, f] of files.entries()) {
+        assert.equal(run.outcomes?.get(f.path)?.status, "downloaded", f.path);
+        assert.equal(run.sha256Of(f), createHash("sha256").update(bufs[i]!).digest("hex"), f.path);
+      }
+    });
+  });
+
+  it("end(error): the run stops as for a run-wide failure and run() throws that error", async () => {
+    await withHub([repo], {}, async (hub) => {
+      const cacheDir = tempDir();
+      const broke = new HfgetError("NETWORK", "the listing broke off");
+      const run = await runEngine(repo, files, {
+        cacheDir,
+        endpoints: [hub.url],
+        connections: 2,
+        feed: async (engine, works) => {
+          engine.add(works.slice(0, 2));
+          await waitFor(
+            () => hub.log.filter((l) => l.url.includes("/resolve/") && l.status !== 0).length >= 2,
+            10_000,
+            "the first files",
+          );
+          engine.end(broke);
+          engine.add(works.slice(2)); // after the failure: nothing new starts
+          engine.end(); // a second end does nothing
+        },
+      });
+      assert.equal(run.error, broke);
+      assert.equal(hub.log.filter((l) => l.url.includes("/resolve/")).length, 2);
+    });
   });
 });

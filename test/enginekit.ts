@@ -46,6 +46,11 @@ export interface EngineRunOptions {
   readonly sleep?: Sleep;
   /** Runs once the works are built, before run(). */
   readonly before?: (works: readonly FileWork[]) => Promise<void> | void;
+  /**
+   * Feeds the works itself while run() runs: the engine starts with none and `more`, and `feed`
+   * must add() them and end() it.
+   */
+  readonly feed?: (engine: Engine, works: readonly FileWork[]) => Promise<void>;
 }
 
 /** Runs the engine over `files` of `repo` (first commit), every file with a source on each endpoint. */
@@ -102,14 +107,17 @@ export async function runEngine(
       },
       pool,
     },
-    works,
+    o.feed === undefined ? works : [],
+    { more: o.feed !== undefined },
   );
   const sha256Of = (f: FakeFile): string | undefined => {
     const blob = cache.blob(f.lfs ? f.lfs.sha256 : f.gitOid);
     return existsSync(blob) ? sha256File(blob) : undefined;
   };
   try {
-    const outcomes = await engine.run();
+    const running = engine.run();
+    if (o.feed !== undefined) await o.feed(engine, works);
+    const outcomes = await running;
     return { outcomes, events, pool, config, sha256Of };
   } catch (error) {
     return { error, events, pool, config, sha256Of };

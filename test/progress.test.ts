@@ -176,3 +176,42 @@ describe("bar reporter (TTY)", () => {
     );
   });
 });
+
+describe("progress while the listing is still paged (planned with `more`)", () => {
+  it("the bar line never says 100% and gives no ETA while the total may grow", () => {
+    const growing = formatBarLine(
+      { name: "total 5/5+ files", done: 1000, total: 1000, rate: 500, more: true },
+      100,
+    );
+    assert.match(growing, /\b99%/, growing);
+    assert.doesNotMatch(growing, /ETA/, growing);
+    const whole = formatBarLine({ name: "total 5/5 files", done: 1000, total: 1000, rate: 500 }, 100);
+    assert.match(whole, /100%/, whole);
+  });
+
+  it("plain lines: partial totals say 'at least' and 'N+ files', no 100%; the files line comes once, when whole", () => {
+    let clock = 0;
+    const out: string[] = [];
+    const stream = {
+      write: (s: string) => out.push(s) !== 0,
+      isTTY: false,
+    } as unknown as NodeJS.WritableStream;
+    const r = lineReporter({ stream, quiet: false, intervalMs: 1000, now: () => clock });
+    r.onEvent({ type: "planned", files: 2, bytes: 2000, more: true });
+    r.onEvent({ type: "file-start", path: "a", size: 1000, resumedBytes: 0 });
+    r.onEvent({ type: "bytes", path: "a", bytes: 1000 });
+    r.onEvent({ type: "file-done", path: "a", size: 1000, status: "downloaded" });
+    r.onEvent({ type: "file-done", path: "b", size: 1000, status: "cached" });
+    clock = 1500;
+    r.onEvent({ type: "bytes", path: "c", bytes: 0 });
+    const partial = out.join("");
+    assert.match(partial, /hfget: 1\.0 kB of at least 1\.0 kB \(99%\), 2\/2\+ files/, partial);
+    assert.doesNotMatch(partial, /100%|ETA|hfget: 2 files/, partial);
+    r.onEvent({ type: "planned", files: 4, bytes: 4000, more: false });
+    assert.match(out.join(""), /hfget: 4 files, /);
+    clock = 3000;
+    r.onEvent({ type: "bytes", path: "c", bytes: 1000 });
+    // 4000 planned less 1000 present: 2000 of 3000.
+    assert.match(out.at(-1)!, /hfget: 2\.0 kB of 3\.0 kB \(66%\), 2\/4 files/, out.at(-1));
+  });
+});

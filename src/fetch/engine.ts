@@ -45,6 +45,14 @@ export interface FileOutcome {
   readonly error?: HfgetError | undefined;
 }
 
+export interface EngineInput {
+  /**
+   * More works will come through add() (a listing still being paged): the run waits for them and
+   * ends only after end(). Without it the works given to the constructor are the whole run.
+   */
+  readonly more?: boolean;
+}
+
 const LOCK_RETRY_MS = 500;
 
 /** `a` less everything in `b`. */
@@ -82,24 +90,48 @@ export class Engine {
   #hasFatal = false;
   readonly #onCallerAbort: () => void;
 
-  constructor(ctx: EngineContext, works: readonly FileWork[]) {
+  constructor(ctx: EngineContext, works: readonly FileWork[], input: EngineInput = {}) {
     this.#ctx = ctx;
     this.#pool = ctx.pool ?? new SourcePool();
     setMaxListeners(0, this.#runController.signal);
-    for (const w of works) {
-      if (w.sources.length === 0) throw new Error(`internal: ${w.file.path} has no source`);
-    }
-    const jobs = works.map((w) => new FileJob(w, this.#runController.signal));
     this.#sched = new Scheduler(
       { connections: ctx.options.connections, maxFiles: ctx.options.maxFiles },
-      jobs,
+      this.#jobs(works),
       this.#runController.signal,
       { open: (job) => this.#openJob(job), chunk: (job, task) => this.#runChunk(job, task) },
+      input.more === true,
     );
     const onAbort = () => this.#runController.abort(ctx.signal.reason);
     this.#onCallerAbort = onAbort;
     if (ctx.signal.aborted) onAbort();
     else ctx.signal.addEventListener("abort", onAbort, { once: true });
+  }
+
+  #jobs(works: readonly FileWork[]): FileJob[] {
+    for (const w of works) {
+      if (w.sources.length === 0) throw new Error(`internal: ${w.file.path} has no source`);
+    }
+    return works.map((w) => new FileJob(w, this.#runController.signal));
+  }
+
+  /**
+   * More files for this run (only with `more`, before end()); run() may already be running. Their
+   * outcomes join the one map run() resolves with.
+   */
+  add(works: readonly FileWork[]): void {
+    if (this.#hasFatal || this.#signal.aborted) return; // the run is stopping: nothing new starts
+    this.#sched.add(this.#jobs(works));
+  }
+
+  /**
+   * No more files: run() resolves once those added are done. With `error` the input failed (the
+   * listing broke off): the run stops as for any run-wide failure (what is in flight keeps its resume
+   * state) and run() throws it, unless a failure came first. Calling it again does nothing.
+   */
+  end(error?: unknown): void {
+    if (this.#sched.ended) return;
+    if (error !== undefined) this.#runFatal(error);
+    this.#sched.end();
   }
 
   get #signal(): AbortSignal {

@@ -75,12 +75,42 @@ export class Scheduler {
   readonly #hooks: SchedulerHooks;
   #retrying = 0;
   #waiters: (() => void)[] = [];
+  /** No job will be added any more: workers exit once the queue and the active set are empty. */
+  #ended: boolean;
 
-  constructor(opts: SchedulerOptions, jobs: FileJob[], signal: AbortSignal, hooks: SchedulerHooks) {
+  /**
+   * `more`: jobs will still come through add(); the workers wait for them (and the tail sizing of
+   * requests does not start) until end().
+   */
+  constructor(
+    opts: SchedulerOptions,
+    jobs: FileJob[],
+    signal: AbortSignal,
+    hooks: SchedulerHooks,
+    more = false,
+  ) {
     this.#opts = opts;
     this.queue = jobs;
     this.#signal = signal;
     this.#hooks = hooks;
+    this.#ended = !more;
+  }
+
+  /** More jobs for the running workers (the queue keeps their order). */
+  add(jobs: readonly FileJob[]): void {
+    if (this.#ended) throw new Error("internal: scheduler: add() after end()");
+    for (const j of jobs) this.queue.push(j);
+    this.notify();
+  }
+
+  /** No more jobs: the workers exit once everything queued and active is done. */
+  end(): void {
+    this.#ended = true;
+    this.notify();
+  }
+
+  get ended(): boolean {
+    return this.#ended;
   }
 
   #now(): number {
@@ -177,7 +207,7 @@ export class Scheduler {
     }
     const steal = this.#stealable();
     if (steal) return { run: () => this.#hooks.chunk(steal.job, steal.task) };
-    if (this.queue.length === 0 && this.active.length === 0) return "exit";
+    if (this.#ended && this.queue.length === 0 && this.active.length === 0) return "exit";
     return "wait";
   }
 
@@ -204,9 +234,12 @@ export class Scheduler {
 
   /**
    * Bytes of the run not asked of any server yet: pending chunks, the rest of running chunks past
-   * their request in flight, queued files. Counting stops once past `limit`.
+   * their request in flight, queued files. Counting stops once past `limit`; infinite while jobs may
+   * still be added.
    */
   unasked(limit: number): number {
+    // Jobs still to come: the run is not near its end, the rate alone decides.
+    if (!this.#ended) return Number.POSITIVE_INFINITY;
     let n = 0;
     for (const job of this.active) {
       for (const t of job.pending) n += t.end - t.pos;

@@ -62,6 +62,8 @@ export interface ListFilesOptions {
   readonly signal?: AbortSignal | undefined;
   /** Called once per page fetched (for progress). */
   readonly onPage?: (filesSoFar: number) => void;
+  /** The client for the pages after the first (another retry policy on the same endpoint). */
+  readonly rest?: HubClient | undefined;
 }
 
 /**
@@ -74,6 +76,26 @@ export async function* listFiles(
   commit: string,
   opts: ListFilesOptions = {},
 ): AsyncGenerator<RepoFile> {
+  for await (const page of listPages(hub, repo, commit, opts)) yield* page.files;
+}
+
+/** One page of a listing: its files, and whether it is the last page. */
+export interface ListingPage {
+  readonly files: readonly RepoFile[];
+  readonly last: boolean;
+}
+
+/**
+ * listFiles a page at a time, as each page's answer arrives (checked as a whole listing is: a path
+ * on a later page that repeats an earlier one is refused there). Every page is yielded, even one of
+ * folders only (empty), so a consumer sees the listing advance.
+ */
+export async function* listPages(
+  hub: HubClient,
+  repo: RepoRef,
+  commit: string,
+  opts: ListFilesOptions = {},
+): AsyncGenerator<ListingPage> {
   const what = `${repoLabel(repo)}@${commit.slice(0, 12)}`;
   let url: string | undefined = `${hub.apiRepoUrl(repo)}/tree/${encodeURIComponent(commit)}?recursive=true`;
   const seenUrls = new Set<string>();
@@ -87,9 +109,10 @@ export async function* listFiles(
       });
     }
     seenUrls.add(url);
-    const { data, headers } = await hub.getJson(
+    const client = page === 0 ? hub : (opts.rest ?? hub);
+    const { data, headers } = await client.getJson(
       url,
-      hub.errorContext(what, "REVISION_NOT_FOUND"),
+      client.errorContext(what, "REVISION_NOT_FOUND"),
       opts.signal,
     );
     if (!Array.isArray(data)) {
@@ -97,6 +120,7 @@ export async function* listFiles(
         hint: "the endpoint is not answering like a hub; check --mirror / HF_ENDPOINT",
       });
     }
+    const out: RepoFile[] = [];
     for (const raw of data) {
       const file = toRepoFile(raw, what);
       if (file === undefined) continue;
@@ -116,10 +140,11 @@ export async function* listFiles(
         dirs.add(dir);
       }
       count++;
-      yield file;
+      out.push(file);
     }
     opts.onPage?.(count);
     const next = nextLink(header(headers, "link"));
     url = next === undefined ? undefined : keepEndpoint(next, url, hub.endpoint);
+    yield { files: out, last: url === undefined };
   }
 }

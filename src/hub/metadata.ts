@@ -1,7 +1,7 @@
 import { HfgetError, mostTellingCode } from "../errors.js";
 import { type RepoRef, repoLabel } from "../repo.js";
 import type { HubClient } from "./client.js";
-import { listFiles } from "./list-files.js";
+import { type ListingPage, listPages } from "./list-files.js";
 import { resolveRevision } from "./resolve-revision.js";
 import type { RepoFile } from "./types.js";
 
@@ -50,6 +50,7 @@ export class PinnedListing {
     readonly revision: string,
     /** The pasted URL's path inside the repo ("" without one). */
     readonly path: string,
+    /** The listing (from openListing: the pages read so far; whole once its pages are all read). */
     readonly files: readonly RepoFile[],
     /** Endpoints tried before `endpoint` (or after, on a second round) that did not answer. */
     readonly refused: readonly EndpointRefusal[],
@@ -100,16 +101,38 @@ export interface PinOptions {
   readonly onSkip?: (refusal: EndpointRefusal & { readonly next: string | undefined }) => void;
 }
 
-async function pinOn(
+/** Revision -> commit and the listing's first page on one endpoint; `rest` reads the other pages. */
+async function openOn(
   hub: HubClient,
   repo: RepoRef,
   choices: readonly RevisionChoice[],
   signal: AbortSignal | undefined,
-): Promise<{ commit: string; revision: string; path: string; files: RepoFile[] }> {
+  rest: HubClient,
+): Promise<{ commit: string; revision: string; path: string; pages: AsyncGenerator<ListingPage> }> {
   const r = await resolveChoices(hub, repo, choices, signal);
-  const files: RepoFile[] = [];
-  for await (const f of listFiles(hub, repo, r.commit, { signal })) files.push(f);
-  return { ...r, files };
+  const pages = listPages(hub, repo, r.commit, { signal, rest });
+  // The first page's answer is part of the pin: an endpoint that cannot list is set aside here.
+  const first = await pages.next();
+  async function* all(): AsyncGenerator<ListingPage> {
+    if (first.done === true) return;
+    yield first.value;
+    yield* pages;
+  }
+  return { ...r, pages: all() };
+}
+
+/** A listing being read: the commit is pinned (before any byte); its pages come as they are answered. */
+export interface ListingStream {
+  /** `files` grows as pages are read, and is the whole listing once `pages` is done. */
+  readonly pinned: PinnedListing;
+  /**
+   * Each page's files once, in listing order (the first page is already in). When a later page fails
+   * on the pinned endpoint (after its retries) and there are other endpoints, the listing goes on from
+   * the next endpoint that answers, AT THE PINNED COMMIT, from its first page, files already yielded
+   * skipped (one listed differently there is a PROTOCOL error): a mirror without that commit answers
+   * 404 and is passed over. If none can finish it, one error names what each said. Read it once.
+   */
+  readonly pages: AsyncIterable<ListingPage>;
 }
 
 /**
@@ -130,17 +153,48 @@ export async function pinListing(
   choices: readonly RevisionChoice[],
   opts: PinOptions = {},
 ): Promise<PinnedListing> {
+  const stream = await openListing(hubs, repo, choices, opts);
+  for await (const _ of stream.pages) {
+    // pinned.files grows as the pages are read
+  }
+  return stream.pinned;
+}
+
+/**
+ * pinListing's choice of endpoint, made on the revision and the listing's FIRST page: the commit is
+ * pinned from that answer and the rest of the listing streams (see ListingStream for a page that
+ * fails later).
+ */
+export async function openListing(
+  hubs: readonly HubClient[],
+  repo: RepoRef,
+  choices: readonly RevisionChoice[],
+  opts: PinOptions = {},
+): Promise<ListingStream> {
   const endpoints = hubs.map((h) => h.endpoint);
   if (hubs.length === 0) throw new Error("pinListing: no endpoint");
-  const pinned = (hub: HubClient, r: Awaited<ReturnType<typeof pinOn>>, refused: EndpointRefusal[]) =>
-    new PinnedListing(repo, endpoints, hub.endpoint, r.commit, r.revision, r.path, r.files, refused);
-  if (hubs.length === 1) return pinned(hubs[0]!, await pinOn(hubs[0]!, repo, choices, opts.signal), []);
-
   const refused: EndpointRefusal[] = [];
+  const stream = (hub: HubClient, r: Awaited<ReturnType<typeof openOn>>): ListingStream => {
+    const files: RepoFile[] = [];
+    const pinned = new PinnedListing(
+      repo,
+      endpoints,
+      hub.endpoint,
+      r.commit,
+      r.revision,
+      r.path,
+      files,
+      refused,
+    );
+    return { pinned, pages: rest(hubs, hub, repo, r.commit, r.pages, files, opts) };
+  };
+  if (hubs.length === 1)
+    return stream(hubs[0]!, await openOn(hubs[0]!, repo, choices, opts.signal, hubs[0]!));
+
   const last = new Map<string, HfgetError>();
-  const attempt = async (hub: HubClient, next: string | undefined) => {
+  const attempt = async (try_: HubClient, hub: HubClient, next: string | undefined) => {
     try {
-      return await pinOn(hub, repo, choices, opts.signal);
+      return await openOn(try_, repo, choices, opts.signal, hub);
     } catch (err) {
       if (opts.signal?.aborted || !(err instanceof HfgetError) || err.code === "INTERRUPTED") throw err;
       const refusal = { endpoint: hub.endpoint, error: err };
@@ -152,23 +206,87 @@ export async function pinListing(
   };
   const policy = hubs[0]!.retry;
   for (const [i, hub] of hubs.entries()) {
-    const r = await attempt(hub.with({ retry: { ...policy, retries: 0 } }), hubs[i + 1]?.endpoint);
-    if (r !== undefined) return pinned(hub, r, refused);
+    const r = await attempt(hub.with({ retry: { ...policy, retries: 0 } }), hub, hubs[i + 1]?.endpoint);
+    if (r !== undefined) return stream(hub, r);
   }
   if (policy.retries > 0) {
     const again = hubs.filter((h) => last.get(h.endpoint)?.retryable === true);
     for (const [i, hub] of again.entries()) {
       const r = await attempt(
         hub.with({ retry: { ...policy, retries: policy.retries - 1 } }),
+        hub,
         again[i + 1]?.endpoint,
       );
-      if (r !== undefined) return pinned(hub, r, refused);
+      if (r !== undefined) return stream(hub, r);
     }
   }
   throw noEndpointAnswered(
     `${repoLabel(repo)}@${choices[0]?.revision ?? "main"}`,
     endpoints.map((endpoint) => ({ endpoint, error: last.get(endpoint)! })),
   );
+}
+
+const sameEntry = (a: RepoFile, b: RepoFile): boolean =>
+  a.size === b.size && a.gitOid === b.gitOid && a.lfs?.sha256 === b.lfs?.sha256;
+
+/** The pages of the pinned endpoint, then (when one fails there) the rest from the other endpoints. */
+async function* rest(
+  hubs: readonly HubClient[],
+  pinnedHub: HubClient,
+  repo: RepoRef,
+  commit: string,
+  pages: AsyncGenerator<ListingPage>,
+  files: RepoFile[],
+  opts: PinOptions,
+): AsyncGenerator<ListingPage> {
+  const stopped = (err: unknown) =>
+    opts.signal?.aborted === true || !(err instanceof HfgetError) || err.code === "INTERRUPTED";
+  const others = hubs.filter((h) => h.endpoint !== pinnedHub.endpoint);
+  let failed: HfgetError;
+  try {
+    for await (const page of pages) {
+      files.push(...page.files);
+      yield page;
+    }
+    return;
+  } catch (err) {
+    if (others.length === 0 || stopped(err)) throw err;
+    failed = err as HfgetError;
+  }
+  const said: EndpointRefusal[] = [{ endpoint: pinnedHub.endpoint, error: failed }];
+  opts.onSkip?.({ endpoint: pinnedHub.endpoint, error: failed, next: others[0]?.endpoint });
+  const seen = new Map(files.map((f) => [f.path, f]));
+  const what = `${repoLabel(repo)}@${commit.slice(0, 12)}`;
+  for (const [i, hub] of others.entries()) {
+    try {
+      for await (const page of listPages(hub, repo, commit, { signal: opts.signal })) {
+        const fresh: RepoFile[] = [];
+        for (const f of page.files) {
+          const had = seen.get(f.path);
+          if (had === undefined) {
+            seen.set(f.path, f);
+            fresh.push(f);
+          } else if (!sameEntry(had, f)) {
+            throw new HfgetError(
+              "PROTOCOL",
+              `${what}: ${hub.endpoint} lists ${JSON.stringify(f.path)} differently at the same commit`,
+              {
+                hint: "the mirror is not serving the commit's listing; drop it from --mirror / HFGET_MIRRORS",
+              },
+            );
+          }
+        }
+        files.push(...fresh);
+        yield { files: fresh, last: page.last };
+      }
+      return;
+    } catch (err) {
+      if (stopped(err)) throw err;
+      said.push({ endpoint: hub.endpoint, error: err as HfgetError });
+      opts.onSkip?.({ endpoint: hub.endpoint, error: err as HfgetError, next: others[i + 1]?.endpoint });
+    }
+  }
+  throw noEndpointAnswered(`${what}: the rest of the listing`, said);
 }
 
 /** `org/x@main: revision not found (server: …)` -> `revision not found (server: …)` */
