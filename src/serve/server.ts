@@ -6,8 +6,10 @@ import type { AddressInfo } from "node:net";
 import { basename, dirname } from "node:path";
 import type { Dispatcher } from "undici";
 import { cachePaths } from "../cache/paths.js";
+import { readTree } from "../cache/tree-cache.js";
 import type { EngineOptions } from "../config.js";
 import { HttpClient } from "../hub/http.js";
+import { nextLink } from "../hub/list-files.js";
 import { checkRepoPath } from "../hub/paths.js";
 import { isCommitSha } from "../hub/resolve-revision.js";
 import type { RepoRef, RepoType } from "../repo.js";
@@ -15,6 +17,7 @@ import { writeFileAtomic } from "../util/atomic-write.js";
 import { AccessMemory, publicRepoFromInfo } from "./access.js";
 import { type BlobMeta, BlobStore } from "./blobs.js";
 import { localApi } from "./local.js";
+import { hasListingMemo, infoFromAnswer, type Listing, writeInfoMemo, writeListingMemo } from "./memo.js";
 import { Metrics } from "./metrics.js";
 import { first, type UpstreamAnswer, Upstreams, UpstreamUnreachable } from "./upstream.js";
 
@@ -33,6 +36,8 @@ export interface ServeOptions {
   readonly dispatcher: Dispatcher;
   /** A client socket with nothing sent or received for this long is cut (default 60 s). */
   readonly idleTimeoutMs?: number | undefined;
+  /** Tree entries per page in answers from the cache (default 1000, as the hub). */
+  readonly treePageSize?: number | undefined;
   /** One JSON line per request (never a token). */
   readonly log: (line: string) => void;
 }
@@ -271,7 +276,14 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
 
   function relay(res: ServerResponse, a: UpstreamAnswer, self: string): void {
     const h: Record<string, string | number> = {};
-    for (const name of ["content-type", "x-error-code", "x-error-message", "x-repo-commit", "etag"]) {
+    for (const name of [
+      "content-type",
+      "x-error-code",
+      "x-error-message",
+      "x-repo-commit",
+      "etag",
+      "x-hfget-listing",
+    ]) {
       const v = first(a.headers, name);
       if (v !== undefined) h[name] = v;
     }
@@ -290,6 +302,83 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     h["content-length"] = a.body.length;
     res.writeHead(a.status, h);
     res.end(res.req.method === "HEAD" ? undefined : a.body);
+  }
+
+  /**
+   * What the upstream said, kept on disk for when it cannot be asked (memo.ts): a repo info answer
+   * as it is, and, once per commit, the commit's whole listing (asked with this client's own
+   * token, in the background), so the tree answered from the cache has every entry and the
+   * upstream's folder oids even when clients fetched only some files.
+   */
+  async function keepForLater(url: URL, a: UpstreamAnswer, auth: string | undefined): Promise<void> {
+    const heard = infoFromAnswer(url, a.status, a.body);
+    if (heard) {
+      const repoDir = cachePaths(opts.cacheDir, heard.repo).repoDir;
+      await writeInfoMemo(repoDir, heard.commit, heard.info);
+      recordListing(heard.repo, heard.commit, auth);
+      return;
+    }
+    // A tree asked by commit: that commit's whole listing too.
+    const m = /^\/api\/(models|datasets|spaces)\/(.+)\/tree\/([0-9a-f]{40})(\/|$)/.exec(url.pathname);
+    if (a.status === 200 && m?.[2] !== undefined && m[3] !== undefined) {
+      const type: RepoType = m[1] === "models" ? "model" : m[1] === "datasets" ? "dataset" : "space";
+      let id: string;
+      try {
+        id = decodeURIComponent(m[2]);
+      } catch {
+        return;
+      }
+      if (/^[\w.-]+(\/[\w.-]+)?$/.test(id) && !id.split("/").some((s) => s === "." || s === ".."))
+        recordListing({ type, id }, m[3], auth);
+    }
+  }
+
+  const listingsStarted = new Set<string>();
+  function recordListing(repo: RepoRef, commit: string, auth: string | undefined): void {
+    const key = `${repo.type} ${repo.id} ${commit}`;
+    if (listingsStarted.has(key)) return;
+    if (listingsStarted.size >= MAX_META_ENTRIES) listingsStarted.clear();
+    listingsStarted.add(key);
+    void fetchListing(repo, commit, auth).catch(() => listingsStarted.delete(key));
+  }
+
+  async function fetchListing(repo: RepoRef, commit: string, auth: string | undefined): Promise<void> {
+    const repoDir = cachePaths(opts.cacheDir, repo).repoDir;
+    if ((await hasListingMemo(repoDir, commit)) || (await readTree(repoDir, commit))) return;
+    const files: Record<string, Listing["files"][string]> = {};
+    const dirs: Record<string, string> = {};
+    let next: string | undefined =
+      `/api/${repo.type}s/${repo.id}/tree/${encodeURIComponent(commit)}?recursive=true`;
+    for (let page = 0; next !== undefined; page++) {
+      if (page >= 10_000) throw new Error("listing pages never end");
+      const a = await upstreams.ask("GET", next, { authorization: auth }, shutdown.signal);
+      if (a.status !== 200) throw new Error(`listing answered ${a.status}`);
+      const data = JSON.parse(a.body.toString("utf8")) as unknown;
+      if (!Array.isArray(data)) throw new Error("listing is not an array");
+      for (const raw of data as Record<string, unknown>[]) {
+        const path = checkRepoPath(String(raw?.path));
+        const oid = raw.oid;
+        if (typeof oid !== "string" || !/^[0-9a-f]{40}$/.test(oid)) throw new Error("bad oid");
+        if (raw.type === "directory") {
+          dirs[path] = oid;
+          continue;
+        }
+        const size = raw.size;
+        if (raw.type !== "file" || typeof size !== "number" || !Number.isSafeInteger(size) || size < 0)
+          throw new Error("bad entry");
+        const lfs = raw.lfs as { oid?: unknown } | undefined | null;
+        if (lfs) {
+          if (typeof lfs.oid !== "string" || !/^[0-9a-f]{64}$/.test(lfs.oid)) throw new Error("bad lfs oid");
+          files[path] = { size, blob_id: oid, lfs_sha256: lfs.oid, lfs_size: size };
+        } else files[path] = { size, blob_id: oid };
+      }
+      const link = nextLink(first(a.headers, "link"));
+      next =
+        link === undefined
+          ? undefined
+          : `${new URL(link, a.endpoint).pathname}${new URL(link, a.endpoint).search}`;
+    }
+    await writeListingMemo(repoDir, commit, { files, dirs });
   }
 
   async function handleApi(
@@ -318,7 +407,9 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     const hit = apiCache.get(key);
     if (hit && (opts.offline || Date.now() - hit.at < opts.revalidateMs)) return relay(res, hit.value, self);
     if (opts.offline) {
-      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"]);
+      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"], {
+        pageSize: opts.treePageSize,
+      });
       if (local) return relay(res, { endpoint: self, ...local }, self);
       return sendError(res, 404, "RepoNotFound", "offline: not cached");
     }
@@ -336,6 +427,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       if (a.status < 500) remember(apiCache, key, { value: a, at: Date.now() }, MAX_API_ENTRIES);
       const pub = publicRepoFromInfo(url.pathname, a.status, a.body);
       if (pub) access.repoIsPublic(pub);
+      await keepForLater(url, a, auth);
       relay(res, a, self);
     } catch (err) {
       if (!(err instanceof UpstreamUnreachable)) throw err;
@@ -343,9 +435,10 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       if (hit && (auth === undefined || Date.now() - hit.at < ACCESS_TTL_MS))
         return relay(res, hit.value, self);
       // Nothing remembered: the disk, for a repo the upstream said is public (gated/private stay unserved).
-      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"], (repo) =>
-        access.repoKnownPublic(repo),
-      );
+      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"], {
+        allow: (repo) => access.repoKnownPublic(repo),
+        pageSize: opts.treePageSize,
+      });
       if (local && local.status < 400) return relay(res, { endpoint: self, ...local }, self);
       sendError(res, 502, undefined, "upstream unreachable");
     }
