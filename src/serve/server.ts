@@ -87,7 +87,15 @@ export function parseResolve(pathname: string): ResolveRoute | undefined {
   const at = pathname.indexOf("/resolve/");
   if (at < 0) return undefined;
   const head = decodeSegments(pathname.slice(1, at));
-  const tail = decodeSegments(pathname.slice(at + "/resolve/".length));
+  // The revision is one segment that may hold encoded slashes (refs%2Fpr%2F1, as clients send it);
+  // the file path may not.
+  const tail = decodeSegments(
+    pathname
+      .slice(at + "/resolve/".length)
+      .split("/")
+      .slice(1)
+      .join("/"),
+  );
   let type: RepoType = "model";
   if (head[0] === "datasets" || head[0] === "spaces") {
     type = head[0] === "datasets" ? "dataset" : "space";
@@ -101,12 +109,21 @@ export function parseResolve(pathname: string): ResolveRoute | undefined {
     throw new BadRequest("bad repo id");
   }
   const rawRev = pathname.slice(at + "/resolve/".length).split("/")[0] ?? "";
-  const revision = decodeURIComponent(rawRev);
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
-  if (revision === "" || /[\u0000-\u001f]/.test(revision) || revision.split("/").includes("..")) {
+  let revision: string;
+  try {
+    revision = decodeURIComponent(rawRev);
+  } catch {
+    throw new BadRequest("bad percent-encoding");
+  }
+  if (
+    revision === "" ||
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+    /[\u0000-\u001f\\]/.test(revision) ||
+    revision.split("/").some((p) => p === ".." || p === "." || p === "")
+  ) {
     throw new BadRequest("bad revision");
   }
-  return { repo: { type, id: head.join("/") }, revision, path: checkPath(tail.slice(1).join("/")) };
+  return { repo: { type, id: head.join("/") }, revision, path: checkPath(tail.join("/")) };
 }
 
 function unquote(etag: string | undefined): string | undefined {
@@ -388,9 +405,19 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     auth: string | undefined,
   ): Promise<void> {
     const rest = url.pathname.slice("/api/".length);
-    decodeSegments(rest).forEach((s) => {
-      if (s === ".." || s.includes("\0")) throw new BadRequest("bad path");
-    });
+    // Clients encode a revision as one segment (refs%2Fpr%2F1) and huggingface_hub a tree path
+    // too (list_repo_tree: tree/main/a%2Fb): an encoded slash is allowed here, but no part of a
+    // decoded segment may be "." or "..", and no backslash or NUL.
+    for (const seg of rest.split("/")) {
+      let s: string;
+      try {
+        s = decodeURIComponent(seg);
+      } catch {
+        throw new BadRequest("bad percent-encoding");
+      }
+      if (s.includes("\0") || s.includes("\\")) throw new BadRequest("bad path");
+      if (s.split("/").some((p) => p === ".." || p === ".")) throw new BadRequest("bad path");
+    }
     const method = req.method === "POST" ? "POST" : req.method === "HEAD" ? "HEAD" : "GET";
     const chunks: Buffer[] = [];
     if (method === "POST") {
@@ -632,7 +659,10 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     // With --access-tokens the client's token is the server's business, not upstream's: the listed
     // clients read what the server's own token may (the admin vouched for them by listing them).
     const upstreamAuth = opts.accessTokens ? (opts.token ? `Bearer ${opts.token}` : undefined) : auth;
-    if (/(^|\/)\.\.(\/|$)/.test(url.pathname) || /%2f|%5c/i.test(url.pathname.split("/resolve/")[0] ?? "")) {
+    if (
+      /(^|\/)\.\.(\/|$)/.test(url.pathname) ||
+      (!url.pathname.startsWith("/api/") && /%2f|%5c/i.test(url.pathname.split("/resolve/")[0] ?? ""))
+    ) {
       throw new BadRequest("bad path");
     }
     if (url.pathname.startsWith("/api/")) return handleApi(req, res, url, upstreamAuth);
