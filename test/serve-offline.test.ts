@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { listFiles } from "@huggingface/hub";
+import { writeTree } from "../src/cache/tree-cache.js";
 import { createDispatcher } from "../src/hub/http.js";
 import { MEMO_DIR, treeOids } from "../src/serve/memo.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
@@ -378,6 +379,26 @@ test("upstream killed, then --offline: huggingface_hub 1.28/0.36 list_repo_tree 
       ["directory", "a", null, 0, null],
       want.tree.find((r) => r[1] === "a/x.txt"),
     ]);
+    // With trees/<commit>.json instead (as hfget writes after a whole-repo download): folder oids
+    // computed from the entries, equal to the upstream's real git tree oids.
+    await writeTree(
+      repoCacheDir(cacheDir, "model", "org/nested"),
+      commitOf(nested),
+      want.tree
+        .filter((r) => r[0] === "file")
+        .map(([, path, oid, size, sha256]) => ({
+          path,
+          size,
+          gitOid: oid ?? "",
+          ...(sha256 ? { lfs: { sha256 } } : {}),
+        })),
+    );
+    const computed = await all(listFiles({ repo: "org/nested", hubUrl: off.srv.url, recursive: true }));
+    assert.deepEqual(
+      rowsOf(computed as unknown as Record<string, unknown>[]),
+      want.tree,
+      "folder oids computed from trees/<commit>.json",
+    );
   } finally {
     await off.close();
   }
