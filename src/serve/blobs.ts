@@ -102,6 +102,7 @@ export class BlobStore {
     this.#fetches.set(key, f);
     const { metrics } = this.#opts;
     metrics.fetchesInFlight++;
+    metrics.fetchesStarted++;
     const engine = new Engine(
       {
         http: this.#opts.http(endpoint),

@@ -9,6 +9,8 @@ export class Metrics {
   blobHits = 0;
   blobMisses = 0;
   fetchesInFlight = 0;
+  /** Upstream blob fetches started (one per blob however many clients ask while it is fetched). */
+  fetchesStarted = 0;
   readonly upstreamErrors = new Map<string, number>();
 
   request(status: number): void {
@@ -33,6 +35,8 @@ export class Metrics {
       `hfget_serve_blob_hit_ratio ${this.blobHits + this.blobMisses === 0 ? 0 : this.blobHits / (this.blobHits + this.blobMisses)}`,
       "# TYPE hfget_serve_fetches_in_flight gauge",
       `hfget_serve_fetches_in_flight ${this.fetchesInFlight}`,
+      "# TYPE hfget_serve_upstream_fetches_total counter",
+      `hfget_serve_upstream_fetches_total ${this.fetchesStarted}`,
       "# TYPE hfget_serve_upstream_errors_total counter",
       ...[...this.upstreamErrors].map(
         ([e, n]) => `hfget_serve_upstream_errors_total{endpoint=${JSON.stringify(e)}} ${n}`,
