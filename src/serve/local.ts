@@ -2,9 +2,10 @@ import { createHash } from "node:crypto";
 import { readdir, readFile, readlink, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { cachePaths } from "../cache/paths.js";
-import { readTree } from "../cache/tree-cache.js";
+import { readTree, type TreeEntry } from "../cache/tree-cache.js";
 import { isCommitSha } from "../hub/resolve-revision.js";
 import type { RepoRef, RepoType } from "../repo.js";
+import { readInfoMemo, readListingMemo, treeOids } from "./memo.js";
 
 /**
  * The hub's API answered from the cache on disk alone, for `--offline` (and an unreachable upstream):
@@ -66,44 +67,76 @@ export async function localCommit(
   }
 }
 
+/**
+ * What the cache knows of a commit's files. `complete` when a whole listing is on disk: the
+ * upstream's as the server heard it (.hfget-serve/listing/<commit>.json), else trees/<commit>.json
+ * (written by hfget or huggingface_hub >= 1.22 after a whole-repo download). Then every folder's
+ * git tree oid is known: the upstream's, or computed from its entries. Otherwise the files are the
+ * snapshot's links, which may be a part of the commit only, and no folder oid can be known.
+ */
+export interface LocalListing {
+  /** Sorted by path. */
+  readonly files: LocalFile[];
+  readonly complete: boolean;
+  /** Folder path ("" = root) -> git tree oid; empty when the listing is not complete. */
+  readonly dirOids: ReadonlyMap<string, string>;
+}
+
+function fromTreeEntries(entries: Iterable<[string, TreeEntry]>): LocalFile[] {
+  const out: LocalFile[] = [];
+  for (const [path, e] of entries) {
+    if (e.lfs_sha256) out.push(lfsFile(path, e.lfs_sha256, e.lfs_size ?? e.size));
+    else out.push({ path, size: e.size, oid: e.blob_id });
+  }
+  return out;
+}
+
+const byPath = (a: LocalFile, b: LocalFile): number => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+
+export async function localListing(cacheDir: string, repo: RepoRef, commit: string): Promise<LocalListing> {
+  const paths = cachePaths(cacheDir, repo);
+  const memo = await readListingMemo(paths.repoDir, commit);
+  const tree = memo ? undefined : await readTree(paths.repoDir, commit);
+  if (memo || tree) {
+    const files = fromTreeEntries(memo ? Object.entries(memo.files) : (tree ?? new Map())).sort(byPath);
+    const dirOids = treeOids(new Map(files.map((f) => [f.path, f.oid])));
+    for (const [dir, oid] of Object.entries(memo?.dirs ?? {})) {
+      if (dirOids.has(dir) && /^[0-9a-f]{40}$/.test(oid)) dirOids.set(dir, oid);
+    }
+    return { files, complete: true, dirOids };
+  }
+  const out: LocalFile[] = [];
+  const root = paths.snapshotDir(commit);
+  const visit = async (rel: string): Promise<void> => {
+    let names: string[];
+    try {
+      names = await readdir(join(root, ...rel.split("/").filter(Boolean)));
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const p = rel ? `${rel}/${n}` : n;
+      const abs = join(root, ...p.split("/"));
+      let id: string;
+      try {
+        id = basename(await readlink(abs));
+      } catch {
+        if ((await stat(abs).catch(() => undefined))?.isDirectory()) await visit(p);
+        continue;
+      }
+      const size = (await stat(paths.blob(id)).catch(() => undefined))?.size;
+      if (size === undefined) continue;
+      if (/^[0-9a-f]{64}$/.test(id)) out.push(lfsFile(p, id, size));
+      else if (/^[0-9a-f]{40}$/.test(id)) out.push({ path: p, size, oid: id });
+    }
+  };
+  await visit("");
+  return { files: out.sort(byPath), complete: false, dirOids: new Map() };
+}
+
 /** Every file of a commit the cache knows of, sorted by path. */
 export async function localFiles(cacheDir: string, repo: RepoRef, commit: string): Promise<LocalFile[]> {
-  const paths = cachePaths(cacheDir, repo);
-  const tree = await readTree(paths.repoDir, commit);
-  const out: LocalFile[] = [];
-  if (tree) {
-    for (const [path, e] of tree) {
-      if (e.lfs_sha256) out.push(lfsFile(path, e.lfs_sha256, e.lfs_size ?? e.size));
-      else out.push({ path, size: e.size, oid: e.blob_id });
-    }
-  } else {
-    const root = paths.snapshotDir(commit);
-    const visit = async (rel: string): Promise<void> => {
-      let names: string[];
-      try {
-        names = await readdir(join(root, ...rel.split("/").filter(Boolean)));
-      } catch {
-        return;
-      }
-      for (const n of names) {
-        const p = rel ? `${rel}/${n}` : n;
-        const abs = join(root, ...p.split("/"));
-        let id: string;
-        try {
-          id = basename(await readlink(abs));
-        } catch {
-          if ((await stat(abs).catch(() => undefined))?.isDirectory()) await visit(p);
-          continue;
-        }
-        const size = (await stat(paths.blob(id)).catch(() => undefined))?.size;
-        if (size === undefined) continue;
-        if (/^[0-9a-f]{64}$/.test(id)) out.push(lfsFile(p, id, size));
-        else if (/^[0-9a-f]{40}$/.test(id)) out.push({ path: p, size, oid: id });
-      }
-    };
-    await visit("");
-  }
-  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return (await localListing(cacheDir, repo, commit)).files;
 }
 
 function json(status: number, value: unknown, headers: Record<string, string> = {}): LocalAnswer {
@@ -128,7 +161,12 @@ type Entry =
       path: string;
       lfs?: { oid: string; size: number; pointerSize: number };
     }
-  | { type: "directory"; oid: string; size: 0; path: string };
+  /**
+   * oid null: the folder's git tree oid cannot be known (the cache has a part of the commit only).
+   * null rather than left out: huggingface_hub's RepoFolder reads `kwargs.pop("oid")` and a missing
+   * key would fail the whole listing; a made-up oid would be a lie clients might compare.
+   */
+  | { type: "directory"; oid: string | null; size: 0; path: string };
 
 function fileEntry(f: LocalFile): Entry {
   const e: Entry = { type: "file", oid: f.oid, size: f.size, path: f.path };
@@ -136,9 +174,8 @@ function fileEntry(f: LocalFile): Entry {
   return e;
 }
 
-/** A folder's oid: the cache does not keep git trees, so a stable stand-in derived from commit and path. */
-function dirEntry(commit: string, path: string): Entry {
-  return { type: "directory", oid: gitBlobSha1(Buffer.from(`${commit}:${path}`)), size: 0, path };
+function dirEntry(listing: LocalListing, path: string): Entry {
+  return { type: "directory", oid: listing.dirOids.get(path) ?? null, size: 0, path };
 }
 
 function dirsOf(files: readonly LocalFile[]): Set<string> {
@@ -150,23 +187,58 @@ function dirsOf(files: readonly LocalFile[]): Set<string> {
   return dirs;
 }
 
-function treeListing(
-  commit: string,
-  files: readonly LocalFile[],
-  under: string,
-  recursive: boolean,
-): Entry[] {
-  const prefix = under === "" ? "" : `${under}/`;
+/**
+ * The entries under `under` as the hub lists them: depth first, each folder's children in git
+ * order (name bytes, a folder's name compared as "name/"), a folder before its contents.
+ */
+function treeListing(listing: LocalListing, under: string, recursive: boolean): Entry[] {
+  interface Node {
+    readonly path: string;
+    readonly dirs: Map<string, Node>;
+    readonly files: Map<string, LocalFile>;
+  }
+  const root: Node = { path: "", dirs: new Map(), files: new Map() };
+  for (const f of listing.files) {
+    const segs = f.path.split("/");
+    let node = root;
+    for (const seg of segs.slice(0, -1)) {
+      let next = node.dirs.get(seg);
+      if (next === undefined) {
+        next = { path: node.path === "" ? seg : `${node.path}/${seg}`, dirs: new Map(), files: new Map() };
+        node.dirs.set(seg, next);
+      }
+      node = next;
+    }
+    node.files.set(segs[segs.length - 1] ?? "", f);
+  }
+  let start: Node | undefined = root;
+  for (const seg of under === "" ? [] : under.split("/")) start = start?.dirs.get(seg);
   const out: Entry[] = [];
-  const dirs = [...dirsOf(files)].filter((d) => d.startsWith(prefix));
-  for (const d of dirs.sort()) {
-    if (recursive || !d.slice(prefix.length).includes("/")) out.push(dirEntry(commit, d));
-  }
-  for (const f of files) {
-    if (!f.path.startsWith(prefix)) continue;
-    if (recursive || !f.path.slice(prefix.length).includes("/")) out.push(fileEntry(f));
-  }
+  const visit = (node: Node): void => {
+    const items: { key: Buffer; dir?: Node; file?: LocalFile }[] = [];
+    for (const [name, dir] of node.dirs) items.push({ key: Buffer.from(`${name}/`), dir });
+    for (const [name, file] of node.files) items.push({ key: Buffer.from(name), file });
+    items.sort((a, b) => Buffer.compare(a.key, b.key));
+    for (const it of items) {
+      if (it.dir) {
+        out.push(dirEntry(listing, it.dir.path));
+        if (recursive) visit(it.dir);
+      } else if (it.file) out.push(fileEntry(it.file));
+    }
+  };
+  if (start) visit(start);
   return out;
+}
+
+/** Cursors as the hub's (and the fake hub's) look: base64 of `{"offset": n}`; opaque to clients. */
+function parseCursor(cursor: string | null): number | undefined {
+  if (cursor === null) return 0;
+  try {
+    const o = (JSON.parse(Buffer.from(cursor, "base64").toString("utf8")) as { offset?: unknown }).offset;
+    return typeof o === "number" && Number.isSafeInteger(o) && o >= 0 ? o : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function parsePathsBody(body: Buffer, contentType: string | undefined): string[] {
@@ -188,6 +260,15 @@ async function repoExists(cacheDir: string, repo: RepoRef): Promise<boolean> {
   return (await stat(cachePaths(cacheDir, repo).repoDir).catch(() => undefined))?.isDirectory() === true;
 }
 
+export interface LocalApiOptions {
+  /** Whether this repo may be answered at all (default: every repo). */
+  readonly allow?: (repo: RepoRef) => boolean;
+  /** Tree entries per page (the hub's is 1000). */
+  readonly pageSize?: number | undefined;
+}
+
+const TRUE = ["true", "1", "True"];
+
 /** `/api/...` answered from the cache; undefined for a route the cache cannot answer (not an API route it knows). */
 export async function localApi(
   cacheDir: string,
@@ -195,9 +276,10 @@ export async function localApi(
   url: URL,
   body: Buffer,
   contentType: string | undefined,
-  /** Whether this repo may be answered at all (default: every repo). */
-  allow: (repo: RepoRef) => boolean = () => true,
+  opts: LocalApiOptions = {},
 ): Promise<LocalAnswer | undefined> {
+  const allow = opts.allow ?? (() => true);
+  const pageSize = Math.max(1, opts.pageSize ?? 1000);
   const segs = url.pathname.split("/").slice(2); // "", "api", ...
   const type = API_TYPES[segs[0] ?? ""];
   if (type === undefined) return undefined;
@@ -225,8 +307,9 @@ export async function localApi(
   const label = `${type === "model" ? "" : `${type}s/`}${repo.id}`;
   if (!(await repoExists(cacheDir, repo)))
     return notFound("RepoNotFound", `offline: ${label} is not in the server's cache`);
+  const repoDir = cachePaths(cacheDir, repo).repoDir;
   if (chosen.action === "refs") {
-    const refsDir = join(cachePaths(cacheDir, repo).repoDir, "refs");
+    const refsDir = join(repoDir, "refs");
     const branches: { name: string; ref: string; targetCommit: string }[] = [];
     const walk = async (rel: string): Promise<void> => {
       const names = await readdir(join(refsDir, ...rel.split("/").filter(Boolean))).catch(() => []);
@@ -244,33 +327,39 @@ export async function localApi(
   const commit = await localCommit(cacheDir, repo, revision);
   if (commit === undefined)
     return notFound("RevisionNotFound", `offline: ${label}@${revision} is not in the server's cache`);
-  const files = await localFiles(cacheDir, repo, commit);
+  const listing = await localListing(cacheDir, repo, commit);
+  const files = listing.files;
   const commitHeader = { "x-repo-commit": commit };
   if (chosen.action === "info" || chosen.action === "revision") {
     if (chosen.action === "revision" && chosen.args.length !== 1) return undefined;
-    const blobs = ["true", "1", "True"].includes(url.searchParams.get("blobs") ?? "");
-    const info: Record<string, unknown> = { _id: gitBlobSha1(Buffer.from(label)).slice(0, 24), id: repo.id };
-    if (type === "model") info.modelId = repo.id;
-    if (repo.id.includes("/")) info.author = repo.id.split("/")[0];
-    Object.assign(info, {
-      sha: commit,
-      disabled: false,
-      tags: [],
-      siblings: files.map((f) =>
-        blobs
-          ? {
-              rfilename: f.path,
-              size: f.size,
-              blobId: f.oid,
-              ...(f.lfs
-                ? { lfs: { sha256: f.lfs.sha256, size: f.size, pointerSize: f.lfs.pointerSize } }
-                : {}),
-            }
-          : { rfilename: f.path },
-      ),
-      usedStorage: files.reduce((n, f) => n + f.size, 0),
-    });
-    if (type === "space") info.sdk = "static";
+    const blobs = TRUE.includes(url.searchParams.get("blobs") ?? "");
+    // What the upstream said of this commit when it was asked (private, gated, lastModified, ...);
+    // without it only what the cache itself tells: no field is made up.
+    const heard = await readInfoMemo(repoDir, commit);
+    const info: Record<string, unknown> = heard ? { ...heard } : { id: repo.id };
+    if (!heard) {
+      if (type === "model") info.modelId = repo.id;
+      if (repo.id.includes("/")) info.author = repo.id.split("/")[0];
+    }
+    info.id = repo.id;
+    info.sha = commit;
+    info.siblings = files.map((f) =>
+      blobs
+        ? {
+            rfilename: f.path,
+            size: f.size,
+            blobId: f.oid,
+            ...(f.lfs ? { lfs: { sha256: f.lfs.sha256, size: f.size, pointerSize: f.lfs.pointerSize } } : {}),
+          }
+        : { rfilename: f.path },
+    );
+    // `expand=a&expand=b` (or `expand[]=`): the hub answers those fields only, beside _id and id.
+    const expand = [...url.searchParams.getAll("expand"), ...url.searchParams.getAll("expand[]")];
+    if (expand.length > 0) {
+      const picked: Record<string, unknown> = {};
+      for (const k of ["_id", "id", ...expand]) if (k in info) picked[k] = info[k];
+      return json(200, picked, commitHeader);
+    }
     return json(200, info, commitHeader);
   }
   if (chosen.action === "tree") {
@@ -278,18 +367,34 @@ export async function localApi(
     const under = chosen.args.slice(1).join("/").replace(/\/+$/, "");
     if (under !== "" && !dirsOf(files).has(under))
       return notFound("EntryNotFound", `offline: ${under} does not exist at ${commit}`, commit);
-    const recursive = ["true", "1", "True"].includes(url.searchParams.get("recursive") ?? "");
-    return json(200, treeListing(commit, files, under, recursive), commitHeader);
+    const recursive = TRUE.includes(url.searchParams.get("recursive") ?? "");
+    // `expand=true` adds lastCommit and security scan results on the hub: neither is in the cache,
+    // so entries come without them (clients take both as optional).
+    const offset = parseCursor(url.searchParams.get("cursor"));
+    if (offset === undefined) return json(400, { error: "Invalid cursor" }, { "x-error-code": "BadRequest" });
+    const limitParam = Number(url.searchParams.get("limit") ?? Number.NaN);
+    const limit =
+      Number.isSafeInteger(limitParam) && limitParam > 0 ? Math.min(limitParam, pageSize) : pageSize;
+    const all = treeListing(listing, under, recursive);
+    const headers: Record<string, string> = { ...commitHeader };
+    if (!listing.complete) headers["x-hfget-listing"] = "partial";
+    if (offset + limit < all.length) {
+      const next = new URLSearchParams(url.search);
+      next.set("cursor", Buffer.from(JSON.stringify({ offset: offset + limit })).toString("base64"));
+      // Relative: relay() puts the server's own origin in front.
+      headers.link = `<${url.pathname}?${next.toString()}>; rel="next"`;
+    }
+    return json(200, all.slice(offset, offset + limit), headers);
   }
   // paths-info
   if (method !== "POST") return undefined;
-  const byPath = new Map(files.map((f) => [f.path, f]));
+  const known = new Map(files.map((f) => [f.path, f]));
   const dirs = dirsOf(files);
   const out: Entry[] = [];
   for (const p of parsePathsBody(body, contentType)) {
-    const f = byPath.get(p);
+    const f = known.get(p);
     if (f) out.push(fileEntry(f));
-    else if (dirs.has(p)) out.push(dirEntry(commit, p));
+    else if (dirs.has(p)) out.push(dirEntry(listing, p));
   }
   return json(200, out, commitHeader);
 }

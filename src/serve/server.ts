@@ -6,10 +6,12 @@ import type { AddressInfo } from "node:net";
 import { basename, dirname } from "node:path";
 import type { Dispatcher } from "undici";
 import { cachePaths } from "../cache/paths.js";
+import { readTree } from "../cache/tree-cache.js";
 import type { EngineOptions } from "../config.js";
 import type { FileSource } from "../fetch/engine.js";
 import { SourcePool } from "../fetch/sources.js";
 import { HttpClient } from "../hub/http.js";
+import { nextLink } from "../hub/list-files.js";
 import { resolveUrls } from "../hub/metadata.js";
 import { checkRepoPath } from "../hub/paths.js";
 import { isCommitSha } from "../hub/resolve-revision.js";
@@ -18,6 +20,7 @@ import { writeFileAtomic } from "../util/atomic-write.js";
 import { AccessMemory, publicRepoFromInfo } from "./access.js";
 import { type BlobMeta, BlobStore } from "./blobs.js";
 import { localApi } from "./local.js";
+import { hasListingMemo, infoFromAnswer, type Listing, writeInfoMemo, writeListingMemo } from "./memo.js";
 import { Metrics } from "./metrics.js";
 import { first, type UpstreamAnswer, Upstreams, UpstreamUnreachable } from "./upstream.js";
 
@@ -36,6 +39,8 @@ export interface ServeOptions {
   readonly dispatcher: Dispatcher;
   /** A client socket with nothing sent or received for this long is cut (default 60 s). */
   readonly idleTimeoutMs?: number | undefined;
+  /** Tree entries per page in answers from the cache (default 1000, as the hub). */
+  readonly treePageSize?: number | undefined;
   /** One JSON line per request (never a token). */
   readonly log: (line: string) => void;
 }
@@ -87,7 +92,15 @@ export function parseResolve(pathname: string): ResolveRoute | undefined {
   const at = pathname.indexOf("/resolve/");
   if (at < 0) return undefined;
   const head = decodeSegments(pathname.slice(1, at));
-  const tail = decodeSegments(pathname.slice(at + "/resolve/".length));
+  // The revision is one segment that may hold encoded slashes (refs%2Fpr%2F1, as clients send it);
+  // the file path may not.
+  const tail = decodeSegments(
+    pathname
+      .slice(at + "/resolve/".length)
+      .split("/")
+      .slice(1)
+      .join("/"),
+  );
   let type: RepoType = "model";
   if (head[0] === "datasets" || head[0] === "spaces") {
     type = head[0] === "datasets" ? "dataset" : "space";
@@ -101,12 +114,21 @@ export function parseResolve(pathname: string): ResolveRoute | undefined {
     throw new BadRequest("bad repo id");
   }
   const rawRev = pathname.slice(at + "/resolve/".length).split("/")[0] ?? "";
-  const revision = decodeURIComponent(rawRev);
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
-  if (revision === "" || /[\u0000-\u001f]/.test(revision) || revision.split("/").includes("..")) {
+  let revision: string;
+  try {
+    revision = decodeURIComponent(rawRev);
+  } catch {
+    throw new BadRequest("bad percent-encoding");
+  }
+  if (
+    revision === "" ||
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+    /[\u0000-\u001f\\]/.test(revision) ||
+    revision.split("/").some((p) => p === ".." || p === "." || p === "")
+  ) {
     throw new BadRequest("bad revision");
   }
-  return { repo: { type, id: head.join("/") }, revision, path: checkPath(tail.slice(1).join("/")) };
+  return { repo: { type, id: head.join("/") }, revision, path: checkPath(tail.join("/")) };
 }
 
 function unquote(etag: string | undefined): string | undefined {
@@ -292,7 +314,14 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
 
   function relay(res: ServerResponse, a: UpstreamAnswer, self: string): void {
     const h: Record<string, string | number> = {};
-    for (const name of ["content-type", "x-error-code", "x-error-message", "x-repo-commit", "etag"]) {
+    for (const name of [
+      "content-type",
+      "x-error-code",
+      "x-error-message",
+      "x-repo-commit",
+      "etag",
+      "x-hfget-listing",
+    ]) {
       const v = first(a.headers, name);
       if (v !== undefined) h[name] = v;
     }
@@ -313,6 +342,83 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     res.end(res.req.method === "HEAD" ? undefined : a.body);
   }
 
+  /**
+   * What the upstream said, kept on disk for when it cannot be asked (memo.ts): a repo info answer
+   * as it is, and, once per commit, the commit's whole listing (asked with this client's own
+   * token, in the background), so the tree answered from the cache has every entry and the
+   * upstream's folder oids even when clients fetched only some files.
+   */
+  async function keepForLater(url: URL, a: UpstreamAnswer, auth: string | undefined): Promise<void> {
+    const heard = infoFromAnswer(url, a.status, a.body);
+    if (heard) {
+      const repoDir = cachePaths(opts.cacheDir, heard.repo).repoDir;
+      await writeInfoMemo(repoDir, heard.commit, heard.info);
+      recordListing(heard.repo, heard.commit, auth);
+      return;
+    }
+    // A tree asked by commit: that commit's whole listing too.
+    const m = /^\/api\/(models|datasets|spaces)\/(.+)\/tree\/([0-9a-f]{40})(\/|$)/.exec(url.pathname);
+    if (a.status === 200 && m?.[2] !== undefined && m[3] !== undefined) {
+      const type: RepoType = m[1] === "models" ? "model" : m[1] === "datasets" ? "dataset" : "space";
+      let id: string;
+      try {
+        id = decodeURIComponent(m[2]);
+      } catch {
+        return;
+      }
+      if (/^[\w.-]+(\/[\w.-]+)?$/.test(id) && !id.split("/").some((s) => s === "." || s === ".."))
+        recordListing({ type, id }, m[3], auth);
+    }
+  }
+
+  const listingsStarted = new Set<string>();
+  function recordListing(repo: RepoRef, commit: string, auth: string | undefined): void {
+    const key = `${repo.type} ${repo.id} ${commit}`;
+    if (listingsStarted.has(key)) return;
+    if (listingsStarted.size >= MAX_META_ENTRIES) listingsStarted.clear();
+    listingsStarted.add(key);
+    void fetchListing(repo, commit, auth).catch(() => listingsStarted.delete(key));
+  }
+
+  async function fetchListing(repo: RepoRef, commit: string, auth: string | undefined): Promise<void> {
+    const repoDir = cachePaths(opts.cacheDir, repo).repoDir;
+    if ((await hasListingMemo(repoDir, commit)) || (await readTree(repoDir, commit))) return;
+    const files: Record<string, Listing["files"][string]> = {};
+    const dirs: Record<string, string> = {};
+    let next: string | undefined =
+      `/api/${repo.type}s/${repo.id}/tree/${encodeURIComponent(commit)}?recursive=true`;
+    for (let page = 0; next !== undefined; page++) {
+      if (page >= 10_000) throw new Error("listing pages never end");
+      const a = await upstreams.ask("GET", next, { authorization: auth }, shutdown.signal);
+      if (a.status !== 200) throw new Error(`listing answered ${a.status}`);
+      const data = JSON.parse(a.body.toString("utf8")) as unknown;
+      if (!Array.isArray(data)) throw new Error("listing is not an array");
+      for (const raw of data as Record<string, unknown>[]) {
+        const path = checkRepoPath(String(raw?.path));
+        const oid = raw.oid;
+        if (typeof oid !== "string" || !/^[0-9a-f]{40}$/.test(oid)) throw new Error("bad oid");
+        if (raw.type === "directory") {
+          dirs[path] = oid;
+          continue;
+        }
+        const size = raw.size;
+        if (raw.type !== "file" || typeof size !== "number" || !Number.isSafeInteger(size) || size < 0)
+          throw new Error("bad entry");
+        const lfs = raw.lfs as { oid?: unknown } | undefined | null;
+        if (lfs) {
+          if (typeof lfs.oid !== "string" || !/^[0-9a-f]{64}$/.test(lfs.oid)) throw new Error("bad lfs oid");
+          files[path] = { size, blob_id: oid, lfs_sha256: lfs.oid, lfs_size: size };
+        } else files[path] = { size, blob_id: oid };
+      }
+      const link = nextLink(first(a.headers, "link"));
+      next =
+        link === undefined
+          ? undefined
+          : `${new URL(link, a.endpoint).pathname}${new URL(link, a.endpoint).search}`;
+    }
+    await writeListingMemo(repoDir, commit, { files, dirs });
+  }
+
   async function handleApi(
     req: IncomingMessage,
     res: ServerResponse,
@@ -320,9 +426,19 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     auth: string | undefined,
   ): Promise<void> {
     const rest = url.pathname.slice("/api/".length);
-    decodeSegments(rest).forEach((s) => {
-      if (s === ".." || s.includes("\0")) throw new BadRequest("bad path");
-    });
+    // Clients encode a revision as one segment (refs%2Fpr%2F1) and huggingface_hub a tree path
+    // too (list_repo_tree: tree/main/a%2Fb): an encoded slash is allowed here, but no part of a
+    // decoded segment may be "." or "..", and no backslash or NUL.
+    for (const seg of rest.split("/")) {
+      let s: string;
+      try {
+        s = decodeURIComponent(seg);
+      } catch {
+        throw new BadRequest("bad percent-encoding");
+      }
+      if (s.includes("\0") || s.includes("\\")) throw new BadRequest("bad path");
+      if (s.split("/").some((p) => p === ".." || p === ".")) throw new BadRequest("bad path");
+    }
     const method = req.method === "POST" ? "POST" : req.method === "HEAD" ? "HEAD" : "GET";
     const chunks: Buffer[] = [];
     if (method === "POST") {
@@ -339,7 +455,9 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     const hit = apiCache.get(key);
     if (hit && (opts.offline || Date.now() - hit.at < opts.revalidateMs)) return relay(res, hit.value, self);
     if (opts.offline) {
-      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"]);
+      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"], {
+        pageSize: opts.treePageSize,
+      });
       if (local) return relay(res, { endpoint: self, ...local }, self);
       return sendError(res, 404, "RepoNotFound", "offline: not cached");
     }
@@ -357,6 +475,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       if (a.status < 500) remember(apiCache, key, { value: a, at: Date.now() }, MAX_API_ENTRIES);
       const pub = publicRepoFromInfo(url.pathname, a.status, a.body);
       if (pub) access.repoIsPublic(pub);
+      await keepForLater(url, a, auth);
       relay(res, a, self);
     } catch (err) {
       if (!(err instanceof UpstreamUnreachable)) throw err;
@@ -364,9 +483,10 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       if (hit && (auth === undefined || Date.now() - hit.at < ACCESS_TTL_MS))
         return relay(res, hit.value, self);
       // Nothing remembered: the disk, for a repo the upstream said is public (gated/private stay unserved).
-      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"], (repo) =>
-        access.repoKnownPublic(repo),
-      );
+      const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"], {
+        allow: (repo) => access.repoKnownPublic(repo),
+        pageSize: opts.treePageSize,
+      });
       if (local && local.status < 400) return relay(res, { endpoint: self, ...local }, self);
       sendError(res, 502, undefined, "upstream unreachable");
     }
@@ -569,7 +689,10 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     // With --access-tokens the client's token is the server's business, not upstream's: the listed
     // clients read what the server's own token may (the admin vouched for them by listing them).
     const upstreamAuth = opts.accessTokens ? (opts.token ? `Bearer ${opts.token}` : undefined) : auth;
-    if (/(^|\/)\.\.(\/|$)/.test(url.pathname) || /%2f|%5c/i.test(url.pathname.split("/resolve/")[0] ?? "")) {
+    if (
+      /(^|\/)\.\.(\/|$)/.test(url.pathname) ||
+      (!url.pathname.startsWith("/api/") && /%2f|%5c/i.test(url.pathname.split("/resolve/")[0] ?? ""))
+    ) {
       throw new BadRequest("bad path");
     }
     if (url.pathname.startsWith("/api/")) return handleApi(req, res, url, upstreamAuth);
