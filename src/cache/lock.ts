@@ -26,6 +26,7 @@ const LOCK_NB = 4;
 const LOCK_UN = 8;
 /** What a non-blocking flock says when someone else holds the lock (EACCES on some filesystems). */
 const CONTENDED = new Set([os.errno.EWOULDBLOCK, os.errno.EAGAIN, os.errno.EACCES]);
+const LOCK_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
 const LOCK_MODE = 0o664; // huggingface_hub's: group members sharing a cache can wait on it too
 
 type Flock = (fd: number, operation: number) => number;
@@ -58,7 +59,7 @@ function errnoName(n: number): string {
  * FileHandle: one lock per file of a 3000-file download, and the lighter calls are measurably cheaper.
  */
 async function openLockFile(lockPath: string): Promise<number> {
-  const flags = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
+  const flags = LOCK_FLAGS;
   try {
     return await openFd(lockPath, flags, LOCK_MODE);
   } catch (err) {
@@ -92,9 +93,17 @@ async function openLockFile(lockPath: string): Promise<number> {
  * holding the old inode would no longer exclude a newcomer on a new one).
  */
 export async function tryLock(lockPath: string): Promise<Release | undefined> {
-  // Not Node's recursive mkdir: it spins where mkdir(2) answers ENOENT (/proc); DISK on failure.
-  await makeDirs(dirname(lockPath));
-  const fd = await openLockFile(lockPath);
+  // The folder is made only when the first open says it is missing: a download of thousands of
+  // small files takes one lock per file, and this saves a stat of the folder per lock. Any other
+  // failure is left to openLockFile, which opens again and handles or names it.
+  let fd: number | undefined;
+  try {
+    fd = await openFd(lockPath, LOCK_FLAGS, LOCK_MODE);
+  } catch (err) {
+    // Not Node's recursive mkdir: it spins where mkdir(2) answers ENOENT (/proc); DISK on failure.
+    if ((err as { code?: string }).code === "ENOENT") await makeDirs(dirname(lockPath));
+  }
+  fd ??= await openLockFile(lockPath);
   const drop = () => closeFd(fd).catch(() => undefined);
   let rc: number;
   try {
