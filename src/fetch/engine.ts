@@ -25,6 +25,11 @@ export type { FileSource } from "./sources.js";
 
 export interface EngineContext {
   readonly http: HttpClient;
+  /**
+   * The client for one endpoint's requests, when each endpoint has its own (hfget serve: the
+   * server's token goes to each upstream's own origin only). Default: `http` for every endpoint.
+   */
+  readonly httpFor?: ((endpoint: string) => HttpClient) | undefined;
   readonly options: EngineOptions;
   readonly retry: RetryPolicy;
   readonly signal: AbortSignal;
@@ -351,7 +356,7 @@ export class Engine {
         const wholeFile =
           job.whole || (viaResolve && task.pos === 0 && task.end === job.size && job.size <= 2 * REQUEST_MIN);
         const outcome = await fetchChunk({
-          http: this.#ctx.http,
+          http: this.#ctx.httpFor?.(endpoint) ?? this.#ctx.http,
           endpointOrigin: new URL(endpoint).origin,
           listedOrigins,
           url: usedUrl ?? source.url,
@@ -464,7 +469,7 @@ export class Engine {
         if (delayMs === 0) continue;
         const capped = decision.capped;
         if (capped && !(await this.#sched.acquireRetrySlot(superseded))) return;
-        this.#ctx.emit({ type: "retry", path: what, attempt: decision.attempt, delayMs, reason });
+        this.#ctx.emit({ type: "retry", path: what, endpoint, attempt: decision.attempt, delayMs, reason });
         try {
           await this.#ctx.sleep(delayMs, job.controller.signal);
         } catch {
