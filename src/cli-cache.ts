@@ -1,16 +1,19 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
-import { type CleanPlan, executeCleanPlan, parseAge, planPrune, planRm } from "./cache/clean.js";
-import { dedupeCache } from "./cache/dedupe.js";
+import type { CleanPlan } from "./cache/clean.js";
 import { type CacheScan, formatCacheSize, formatTimeSince, scanCache } from "./cache/scan.js";
-import { type CacheProblem, verifyCache } from "./cache/verify-cache.js";
+import type { CacheProblem } from "./cache/verify-cache.js";
 import type { CommandContext } from "./commands/context.js";
 import { defaultCacheDir, type Env } from "./config.js";
 import { HfgetError } from "./errors.js";
 import { formatBytes, formatRate } from "./format.js";
 import { parseRepoArg } from "./repo.js";
 
-/** `hfget cache ls|verify|rm|prune`: the CLI side of src/cache/scan.ts and verify-cache.ts. */
+/**
+ * `hfget cache ls|verify|rm|prune|dedupe`: the CLI side of src/cache/scan.ts, clean.ts, dedupe.ts and
+ * verify-cache.ts. All but scan.ts are loaded when their command runs: a download never needs them
+ * (verify's hashing threads, the cleaner), and every module loaded costs startup time and memory.
+ */
 type Out = NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
 
 export interface CacheCliContext {
@@ -278,6 +281,7 @@ export function registerCacheCommands(program: Command, ctx: CacheCliContext): v
         });
       }
     }
+    const { executeCleanPlan } = await import("./cache/clean.js");
     const r = await executeCleanPlan(plan);
     for (const w of r.warnings) ctx.stderr.write(`Warning: ${w}\n`);
     ctx.stdout.write(`Deleted ${summary(plan)}; freed ${formatCacheSize(r.bytes)}.\n`);
@@ -297,6 +301,7 @@ export function registerCacheCommands(program: Command, ctx: CacheCliContext): v
         const revision = at > 0 ? t.slice(at + 1) : undefined;
         return { repo: parseRepoArg(id, f.repoType as never).repo, revision };
       });
+      const { planRm } = await import("./cache/clean.js");
       await run(await planRm(root(f), parsed), f, "Proceed with deletion?");
     });
   cache
@@ -309,6 +314,7 @@ export function registerCacheCommands(program: Command, ctx: CacheCliContext): v
     .option("--dry-run", "print what would be deleted, delete nothing")
     .option("--cache-dir <dir>", "cache root (default: $HF_HUB_CACHE, else $HF_HOME/hub)")
     .action(async (f: CacheFlags) => {
+      const { parseAge, planPrune } = await import("./cache/clean.js");
       const olderThanMs = f.olderThan === undefined ? undefined : parseAge(f.olderThan);
       await run(await planPrune(root(f), { olderThanMs }), f, "Proceed?");
     });
@@ -318,6 +324,7 @@ export function registerCacheCommands(program: Command, ctx: CacheCliContext): v
     .option("--dry-run", "print what would be linked, change nothing")
     .option("--cache-dir <dir>", "cache root (default: $HF_HUB_CACHE, else $HF_HOME/hub)")
     .action(async (f: CacheFlags) => {
+      const { dedupeCache } = await import("./cache/dedupe.js");
       const r = await dedupeCache(root(f), { dryRun: f.dryRun });
       for (const w of r.warnings) ctx.stderr.write(`Warning: ${w}\n`);
       for (const l of r.links)
@@ -349,6 +356,7 @@ export function registerCacheCommands(program: Command, ctx: CacheCliContext): v
       let total = 0;
       let done = 0;
       let last = 0;
+      const { verifyCache } = await import("./cache/verify-cache.js");
       const started = Date.now();
       const result = await verifyCache(root(f), {
         repo,

@@ -1,5 +1,6 @@
+import { createRequire } from "node:module";
 import chalk from "chalk";
-import cliProgress from "cli-progress";
+import type cliProgressModule from "cli-progress";
 import type { DownloadEvent, EndpointResult } from "./events.js";
 import { formatBytes, formatDuration, formatRate } from "./format.js";
 import { type BarLineState, type BarLineStyle, formatBarLine, truncateEnd } from "./progress-line.js";
@@ -190,8 +191,17 @@ export function describeWaits(waits: readonly Wait[], now: number): string | und
   return undefined;
 }
 
+/**
+ * cli-progress is loaded when a terminal shows bars: runs under scripts, CI and pipes (no TTY, or
+ * --quiet) never need it. It is CommonJS, so a synchronous require keeps makeReporter synchronous.
+ */
+function loadCliProgress(): typeof cliProgressModule {
+  return createRequire(import.meta.url)("cli-progress") as typeof cliProgressModule;
+}
+
 /** A terminal: an overall bar plus one bar per large file in flight; a summary line at the end. */
 export function barReporter(opts: ReporterOptions): Reporter {
+  const cliProgress = loadCliProgress();
   const now = opts.now ?? Date.now;
   const t = new Totals(now);
   const style: BarLineStyle = {
@@ -215,10 +225,10 @@ export function barReporter(opts: ReporterOptions): Reporter {
     },
     cliProgress.Presets.shades_classic,
   );
-  let overall: cliProgress.SingleBar | undefined;
+  let overall: cliProgressModule.SingleBar | undefined;
   const bars = new Map<
     string,
-    { bar: cliProgress.SingleBar; size: number; done: number; meter: RateMeter }
+    { bar: cliProgressModule.SingleBar; size: number; done: number; meter: RateMeter }
   >();
   const waits = new Map<string, Wait>();
   let lastBytes = Number.NEGATIVE_INFINITY;

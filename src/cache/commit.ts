@@ -160,46 +160,59 @@ export function cachePlacement(
   dirs: SafeDirs,
   reuseFrom: readonly string[] = [],
 ): Placement {
+  // Paths are joined when asked for, not kept: a run plans every file up front, and five joined
+  // paths per file (each a tree of concatenated strings) held ~7 MB of heap for 3000 small files.
   const id = blobId(file);
-  const blob = paths.blob(id);
-  const link = paths.snapshotFile(commit, file.path);
-  const target = blobLinkTarget(file.path, id);
+  const blob = () => paths.blob(id);
+  const link = () => paths.snapshotFile(commit, file.path);
   const ensureLink = async () => {
-    await dirs.ensure(dirname(link));
-    await placeLink(link, target, blob);
+    const l = link();
+    await dirs.ensure(dirname(l));
+    await placeLink(l, blobLinkTarget(file.path, id), blob());
   };
-  const incomplete = paths.incomplete(id);
   return {
-    incomplete,
-    prepare: () => guard(dirs.ensure(dirname(incomplete)), incomplete),
-    state: paths.state(id),
-    lock: paths.lock(id),
-    location: link,
+    get incomplete() {
+      return paths.incomplete(id);
+    },
+    prepare() {
+      const incomplete = paths.incomplete(id);
+      return guard(dirs.ensure(dirname(incomplete)), incomplete);
+    },
+    get state() {
+      return paths.state(id);
+    },
+    get lock() {
+      return paths.lock(id);
+    },
+    get location() {
+      return link();
+    },
     async isPresent() {
       let here = false;
+      const b = blob();
       try {
-        const st = await stat(blob);
+        const st = await stat(b);
         here = st.isFile() && st.size === file.size;
       } catch {
         // not there
       }
       try {
         if (!here && reuseFrom.length > 0) {
-          here = await reuseBlob(blob, reuseFrom, file, () => dirs.ensure(dirname(blob)));
+          here = await reuseBlob(b, reuseFrom, file, () => dirs.ensure(dirname(b)));
         }
         if (!here) return false;
         await ensureLink();
       } catch (err) {
-        throw diskError(err, link);
+        throw diskError(err, link());
       }
       return true;
     },
     async commit() {
       try {
-        await rename(incomplete, blob);
+        await rename(paths.incomplete(id), blob());
         await ensureLink();
       } catch (err) {
-        throw diskError(err, link);
+        throw diskError(err, link());
       }
     },
   };
@@ -211,30 +224,42 @@ export function localDirPlacement(
   file: RepoFile,
   dirs: SafeDirs,
 ): Placement {
-  const dest = paths.file(file.path);
-  const metadata = paths.metadata(file.path);
+  // Paths joined when asked for, as in cachePlacement.
+  const dest = () => paths.file(file.path);
   const expected = expectedHash(file);
   const writeMetadata = async () => {
+    const metadata = paths.metadata(file.path);
     await dirs.ensure(dirname(metadata));
     // Under the file's lock (isPresent and commit run there), in place as huggingface_hub writes it.
     await writeLocalMetadata(metadata, `${commit}\n${expected.hex}\n${Date.now() / 1000}\n`);
   };
-  const incomplete = paths.incomplete(file.path);
   return {
-    incomplete,
-    prepare: () => guard(dirs.ensure(dirname(incomplete)), incomplete),
-    state: paths.state(file.path),
-    lock: paths.lock(file.path),
-    location: dest,
+    get incomplete() {
+      return paths.incomplete(file.path);
+    },
+    prepare() {
+      const incomplete = paths.incomplete(file.path);
+      return guard(dirs.ensure(dirname(incomplete)), incomplete);
+    },
+    get state() {
+      return paths.state(file.path);
+    },
+    get lock() {
+      return paths.lock(file.path);
+    },
+    get location() {
+      return dest();
+    },
     async isPresent() {
+      const d = dest();
       let st: Awaited<ReturnType<typeof lstat>>;
       try {
-        st = await lstat(dest);
+        st = await lstat(d);
       } catch {
         return false;
       }
       if (!st.isFile() || st.size !== file.size) return false;
-      const meta = await readLocalMetadata(metadata);
+      const meta = await readLocalMetadata(paths.metadata(file.path));
       // The plan's rule (local-metadata.ts), asked again under the lock.
       const verdict = localVerdict(expected, st.mtimeMs, meta);
       if (verdict === "fetch") return false;
@@ -242,19 +267,20 @@ export function localDirPlacement(
         if (meta?.commit !== commit) await writeMetadata().catch(() => undefined);
         return true;
       }
-      if (!(await fileMatches(dest, expected, file.size))) return false;
+      if (!(await fileMatches(d, expected, file.size))) return false;
       await writeMetadata().catch(() => undefined);
       return true;
     },
     async commit() {
+      const d = dest();
       try {
-        await dirs.ensure(dirname(dest));
+        await dirs.ensure(dirname(d));
         // rename replaces a planted symlink at `dest` itself instead of writing through it, and
         // fails (EISDIR) where a folder is in the way.
-        await rename(incomplete, dest);
+        await rename(paths.incomplete(file.path), d);
         await writeMetadata();
       } catch (err) {
-        throw diskError(err, dest);
+        throw diskError(err, d);
       }
     },
   };

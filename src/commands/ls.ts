@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { buildConfig } from "../config.js";
 import { formatBytes } from "../format.js";
-import { type LsResult, ls } from "../ls.js";
+import type { LsResult } from "../ls.js";
 import { repoLabel } from "../repo.js";
 import { openSession } from "../session.js";
 import type { CommandContext } from "./context.js";
@@ -37,6 +37,7 @@ export function registerLs(program: Command, ctx: CommandContext): void {
     .action(async (repoId: string, flags: Flags) => {
       const config = buildConfig(toRaw(repoId, [], flags), io.env);
       ctx.setConfig(config);
+      const { ls } = await import("../ls.js");
       const session = openSession(config);
       try {
         const result = await ls(config, session, ctx.signal, (r) => {

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { buildConfig } from "../config.js";
 import { formatRate } from "../format.js";
-import { type MirrorsResult, probeMirrors } from "../mirrors.js";
+import type { MirrorsResult } from "../mirrors.js";
 import { repoLabel } from "../repo.js";
 import { openSession } from "../session.js";
 import type { CommandContext } from "./context.js";
@@ -48,6 +48,7 @@ export function registerMirrors(program: Command, ctx: CommandContext): void {
     .action(async (repoId: string, flags: Flags) => {
       const config = buildConfig(toRaw(repoId, [], flags), io.env);
       ctx.setConfig(config);
+      const { probeMirrors } = await import("../mirrors.js");
       const session = openSession(config);
       try {
         const result = await probeMirrors(config, session, { signal: ctx.signal });

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { buildServeConfig, DEFAULTS, type RawServeOptions } from "../config.js";
 import { HfgetError } from "../errors.js";
 import { createDispatcher } from "../hub/http.js";
-import { startServer } from "../serve/server.js";
+import type { startServer } from "../serve/server.js";
 import type { CommandContext } from "./context.js";
 
 /** After SIGTERM, responses get this long to finish before they are cut (cli.ts ends the process at 2 s). */
@@ -50,6 +50,8 @@ export function registerServe(program: Command, ctx: CommandContext): void {
     .option("--timeout <seconds>", `upstream connect/stall timeout (default ${DEFAULTS.timeoutSeconds})`)
     .action(async (flags: RawServeOptions) => {
       const config = buildServeConfig(flags, io.env);
+      // Loaded only when serving: a download never needs the HTTP server and its modules.
+      const { startServer } = await import("../serve/server.js");
       const dispatcher = createDispatcher({ timeoutMs: config.timeoutMs, proxy: config.proxy });
       let srv: Awaited<ReturnType<typeof startServer>>;
       try {

@@ -17,7 +17,7 @@ import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
 import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 import { FileJob, type FileWork, STATE_MIN_BYTES } from "./job.js";
-import { REQUEST_MIN, REQUEST_SECONDS, requestSize, Scheduler } from "./scheduler.js";
+import { pieceSize, REQUEST_MIN, REQUEST_SECONDS, requestSize, Scheduler } from "./scheduler.js";
 import { type FileSource, SourcePool } from "./sources.js";
 
 export type { FileWork } from "./job.js";
@@ -264,7 +264,10 @@ export class Engine {
       await this.#finish(job);
       return;
     }
-    const pieces = splitRanges(gaps, this.#ctx.options.chunkSize).map(([s, e]) => chunkTask(s, e));
+    const { chunkSize, connections } = this.#ctx.options;
+    const pieces = splitRanges(gaps, pieceSize(job.size, chunkSize, connections)).map(([s, e]) =>
+      chunkTask(s, e),
+    );
     const first = pieces.shift()!;
     job.pending = pieces;
     job.to("probing");
@@ -380,6 +383,7 @@ export class Engine {
             );
             return t.pos + requestSize(t.end - t.pos, rate, unasked, conns);
           },
+          atFront: (pos) => job.written.coveredUntil(0) >= pos,
           onRequestDone: (bytes, ms) => this.#pool.succeeded(endpoint, bytes, ms),
           onResponse: (url, etag, ms) => {
             this.#pool.answered(endpoint, ms);

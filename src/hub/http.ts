@@ -1,6 +1,7 @@
-import { Agent, DecoratorHandler, type Dispatcher, EnvHttpProxyAgent, Pool, request } from "undici";
+import type { Dispatcher } from "undici";
 import { HfgetError, redact } from "../errors.js";
 import type { RateLimiter } from "../util/rate-limit.js";
+import { Agent, DecoratorHandler, envHttpProxyAgent, Pool, request } from "./undici.js";
 
 export interface ProxySettings {
   readonly httpProxy?: string | undefined;
@@ -122,6 +123,7 @@ function createBaseDispatcher(opts: DispatcherOptions): Dispatcher {
   };
   const p = opts.proxy;
   if (p && (p.httpProxy || p.httpsProxy)) {
+    const EnvHttpProxyAgent = envHttpProxyAgent();
     return new EnvHttpProxyAgent({
       ...common,
       // Absolute-form for http targets behind an http proxy (undici's default is to tunnel all).

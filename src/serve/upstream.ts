@@ -1,5 +1,6 @@
-import { type Dispatcher, request } from "undici";
+import type { Dispatcher } from "undici";
 import { SourcePool } from "../fetch/sources.js";
+import { request } from "../hub/undici.js";
 import type { Metrics } from "./metrics.js";
 
 export interface UpstreamAnswer {
