@@ -371,3 +371,32 @@ describe("plan: reuse of a blob under another repo", () => {
     assert.equal(planFile(lfsFile, { path: "w.bin", reuseFrom: [] }, noForce).action, "fetch");
   });
 });
+
+describe("survey: one folder listing per folder", () => {
+  it("finds files, metadata and partial files by listing, and reports nothing for missing folders", async () => {
+    const { survey } = await import("../src/plan/survey.js");
+    const { localDirPaths } = await import("../src/cache/paths.js");
+    const { mkdirSync } = await import("node:fs");
+    const { dirname } = await import("node:path");
+    const dir = tempDir();
+    const paths = localDirPaths(dir);
+    const file = (path: string, size: number): RepoFile => ({ path, size, gitOid: "0".repeat(40) });
+    const here = file("a/here.txt", 3);
+    const partialOnly = file("a/partial.txt", 5);
+    const missing = file("b/c/missing.txt", 4);
+    mkdirSync(dirname(paths.file(here.path)), { recursive: true });
+    writeFileSync(paths.file(here.path), "abc");
+    mkdirSync(dirname(paths.metadata(here.path)), { recursive: true });
+    writeFileSync(
+      paths.metadata(here.path),
+      `${"1".repeat(40)}\n${"0".repeat(40)}\n${Date.now() / 1000 + 10}\n`,
+    );
+    writeFileSync(paths.incomplete(partialOnly.path), "xy");
+    const s = await survey({ kind: "local", paths }, [here, partialOnly, missing]);
+    assert.equal(s.get(here.path)?.localSize, 3);
+    assert.equal(s.get(here.path)?.metadata?.commit, "1".repeat(40));
+    assert.equal(s.get(partialOnly.path)?.localSize, undefined);
+    assert.equal(s.get(partialOnly.path)?.partialSize, 2);
+    assert.deepEqual(s.get(missing.path), { path: missing.path });
+  });
+});

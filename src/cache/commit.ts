@@ -2,11 +2,11 @@ import { copyFile, link, lstat, readlink, realpath, rename, rm, stat, symlink } 
 import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
-import { openNoFollow, tmpName, writeFileAtomic } from "../util/atomic-write.js";
+import { openNoFollow, tmpName } from "../util/atomic-write.js";
 import { diskError } from "../util/io-error.js";
 import { fileMatches } from "../verify.js";
 import { makeDirs } from "./dirs.js";
-import { localVerdict, readLocalMetadata } from "./local-metadata.js";
+import { localVerdict, readLocalMetadata, writeLocalMetadata } from "./local-metadata.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "./paths.js";
 
 /** Where one file's bytes go while downloading, and how they are made visible once verified. */
@@ -29,8 +29,8 @@ export interface Placement {
 }
 
 /** Refuses to write through a symlinked folder that leads out of `root` (a planted symlink). */
-async function checkInside(root: string, dir: string): Promise<void> {
-  const r = await realpath(root);
+async function checkInside(dir: string, rootReal: () => Promise<string>): Promise<void> {
+  const r = await rootReal();
   const refuse = (d: string) =>
     new HfgetError("DISK", `refusing to write into ${dir}: it resolves to ${d}, outside ${r}`, {
       hint: "a symlink inside the target folder points elsewhere; remove it and rerun",
@@ -53,12 +53,25 @@ async function checkInside(root: string, dir: string): Promise<void> {
  */
 export class SafeDirs {
   readonly #checked = new Map<string, Promise<void>>();
+  /** The root resolved once per run (each realpath is a readlink per level of the path). */
+  #rootReal: Promise<string> | undefined;
   constructor(readonly root: string) {}
+
+  #resolveRoot = (): Promise<string> => {
+    if (this.#rootReal === undefined) {
+      const p = realpath(this.root);
+      this.#rootReal = p;
+      p.catch(() => {
+        if (this.#rootReal === p) this.#rootReal = undefined;
+      });
+    }
+    return this.#rootReal;
+  };
 
   ensure(dir: string): Promise<void> {
     let p = this.#checked.get(dir);
     if (p === undefined) {
-      p = checkInside(this.root, dir);
+      p = checkInside(dir, this.#resolveRoot);
       this.#checked.set(dir, p);
       p.catch(() => this.#checked.delete(dir));
     }
@@ -217,7 +230,8 @@ export function localDirPlacement(
   const writeMetadata = async () => {
     const metadata = paths.metadata(file.path);
     await dirs.ensure(dirname(metadata));
-    await writeFileAtomic(metadata, `${commit}\n${expected.hex}\n${Date.now() / 1000}\n`);
+    // Under the file's lock (isPresent and commit run there), in place as huggingface_hub writes it.
+    await writeLocalMetadata(metadata, `${commit}\n${expected.hex}\n${Date.now() / 1000}\n`);
   };
   return {
     get incomplete() {

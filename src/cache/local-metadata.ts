@@ -1,4 +1,6 @@
-import { readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { readFile, rm } from "node:fs/promises";
+import { closeFd, openFd, writeAllFd } from "../util/fd.js";
 
 /** huggingface_hub's `<local-dir>/.cache/huggingface/download/<path>.metadata`: commit, etag, timestamp. */
 export interface LocalMetadata {
@@ -39,4 +41,29 @@ export function localVerdict(
   const usable = meta !== undefined && mtimeMs / 1000 - 1 <= meta.timestamp;
   if (usable) return meta.etag === expected.hex ? "trusted" : "fetch";
   return expected.algorithm === "sha256" ? "hash" : "fetch";
+}
+
+/**
+ * Writes the metadata file in place, as huggingface_hub's `write_download_metadata` does (no temp
+ * file and rename, no fsync): the caller holds the file's lock, the file is tiny, and a write torn
+ * by a crash leaves lines `readLocalMetadata` rejects (no timestamp line, or one far in the past),
+ * so the file is then only fetched or hashed again. Never writes through a symlink at the name: one
+ * planted there (or a folder) is removed first. Errors are the raw errno errors.
+ */
+export async function writeLocalMetadata(path: string, text: string): Promise<void> {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
+  let fd: number;
+  try {
+    fd = await openFd(path, flags, 0o666);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== "ELOOP" && code !== "EISDIR") throw err;
+    await rm(path, { recursive: true, force: true });
+    fd = await openFd(path, flags, 0o666);
+  }
+  try {
+    await writeAllFd(fd, text);
+  } finally {
+    await closeFd(fd);
+  }
 }

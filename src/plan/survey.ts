@@ -1,5 +1,5 @@
 import { lstat, readdir, readlink, stat } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import pLimit from "p-limit";
 import { type LocalMetadata, localVerdict, readLocalMetadata } from "../cache/local-metadata.js";
 import { blobLinkTarget, type CachePaths, type LocalDirPaths } from "../cache/paths.js";
@@ -44,10 +44,42 @@ export type SurveyTarget =
   | { readonly kind: "cache"; readonly paths: CachePaths; readonly commit: string }
   | { readonly kind: "local"; readonly paths: LocalDirPaths };
 
+/**
+ * The names in each folder the survey looks into, read once (one readdir per folder instead of a
+ * failed lstat, readlink or open per missing file: a fresh 3000-file download has ~3 of those per
+ * file). A name listed is then lstat'ed as before. A folder that cannot be listed (missing: nothing
+ * in it; unreadable: unknown) answers "maybe" only where it exists. A name the listing spells
+ * otherwise than the hub (a case-insensitive or normalising filesystem) looks missing: the file is
+ * then fetched, and the check under its lock finds it (the survey's answers are re-checked there).
+ */
+export class DirNames {
+  readonly #dirs = new Map<string, Promise<Set<string> | "unknown">>();
+
+  /** False when `path` is surely not there; true when it may be (then ask the filesystem). */
+  async mayExist(path: string): Promise<boolean> {
+    const dir = dirname(path);
+    let names = this.#dirs.get(dir);
+    if (names === undefined) {
+      names = readdir(dir).then(
+        (list) => new Set(list),
+        (err: unknown) => {
+          const code = (err as { code?: string }).code;
+          return code === "ENOENT" || code === "ENOTDIR" ? new Set<string>() : "unknown";
+        },
+      );
+      this.#dirs.set(dir, names);
+    }
+    const n = await names;
+    return n === "unknown" || n.has(basename(path));
+  }
+}
+
 async function fileSize(
   path: string,
   follow: boolean,
+  names: DirNames,
 ): Promise<{ size: number; mtimeMs: number } | undefined> {
+  if (!(await names.mayExist(path))) return undefined;
   try {
     const st = follow ? await stat(path) : await lstat(path);
     return st.isFile() ? { size: st.size, mtimeMs: st.mtimeMs } : undefined;
@@ -56,8 +88,13 @@ async function fileSize(
   }
 }
 
-async function partial(incomplete: string, state: string, file: RepoFile): Promise<Partial<FileSurvey>> {
-  const p = await fileSize(incomplete, false);
+async function partial(
+  incomplete: string,
+  state: string,
+  file: RepoFile,
+  names: DirNames,
+): Promise<Partial<FileSurvey>> {
+  const p = await fileSize(incomplete, false, names);
   if (p === undefined) return {};
   const h = expectedHash(file);
   const saved = await loadState(state, { size: file.size, hash: `${h.algorithm}:${h.hex}` });
@@ -81,12 +118,16 @@ export async function otherRepoDirs(paths: CachePaths): Promise<string[]> {
 }
 
 /** The same LFS blob (by name and size) under other repo folders. */
-async function reuseCandidates(file: RepoFile, others: readonly string[]): Promise<string[]> {
+async function reuseCandidates(
+  file: RepoFile,
+  others: readonly string[],
+  names: DirNames,
+): Promise<string[]> {
   if (file.lfs === undefined || others.length === 0) return [];
   const found: string[] = [];
   for (const dir of others) {
     const p = join(dir, "blobs", file.lfs.sha256);
-    const st = await fileSize(p, false);
+    const st = await fileSize(p, false, names);
     if (st !== undefined && st.size === file.size) found.push(p);
   }
   return found;
@@ -94,38 +135,43 @@ async function reuseCandidates(file: RepoFile, others: readonly string[]): Promi
 
 /**
  * `others`: the cache's other repo folders (otherRepoDirs), searched for an LFS blob this repo
- * lacks; empty (the default) searches none.
+ * lacks; empty (the default) searches none. `names`: folder listings shared by the files of one
+ * survey (a fresh one reads every folder again).
  */
 export async function surveyFile(
   target: SurveyTarget,
   file: RepoFile,
   others: readonly string[] = [],
+  names: DirNames = new DirNames(),
 ): Promise<FileSurvey> {
   if (target.kind === "cache") {
     const { paths, commit } = target;
     const id = blobId(file);
-    const blob = await fileSize(paths.blob(id), false);
+    const blob = await fileSize(paths.blob(id), false, names);
     const link = paths.snapshotFile(commit, file.path);
     let linkOk = false;
-    try {
-      linkOk = (await readlink(link)) === blobLinkTarget(file.path, id);
-    } catch {
-      // missing, or a copy where symlinks fail: a regular file of the listed size counts
-      const copy = await fileSize(link, false);
-      linkOk = copy !== undefined && copy.size === file.size;
+    if (await names.mayExist(link)) {
+      try {
+        linkOk = (await readlink(link)) === blobLinkTarget(file.path, id);
+      } catch {
+        // missing, or a copy where symlinks fail: a regular file of the listed size counts
+        const copy = await fileSize(link, false, names);
+        linkOk = copy !== undefined && copy.size === file.size;
+      }
     }
-    const reuse = blob?.size === file.size ? [] : await reuseCandidates(file, others);
+    const reuse = blob?.size === file.size ? [] : await reuseCandidates(file, others, names);
     return {
       path: file.path,
       ...(blob === undefined ? {} : { blobSize: blob.size }),
       ...(reuse.length > 0 ? { reuseFrom: reuse } : {}),
       linkOk,
-      ...(await partial(paths.incomplete(id), paths.state(id), file)),
+      ...(await partial(paths.incomplete(id), paths.state(id), file, names)),
     };
   }
   const { paths } = target;
-  const local = await fileSize(paths.file(file.path), false);
-  const metadata = await readLocalMetadata(paths.metadata(file.path));
+  const local = await fileSize(paths.file(file.path), false, names);
+  const metaPath = paths.metadata(file.path);
+  const metadata = (await names.mayExist(metaPath)) ? await readLocalMetadata(metaPath) : undefined;
   const dest = paths.file(file.path);
   const expected = expectedHash(file);
   const hashed =
@@ -139,7 +185,7 @@ export async function surveyFile(
     ...(local === undefined ? {} : { localSize: local.size, localMtimeMs: local.mtimeMs }),
     ...(hashed === undefined ? {} : { localHashOk: hashed }),
     ...(metadata === undefined ? {} : { metadata }),
-    ...(await partial(paths.incomplete(file.path), paths.state(file.path), file)),
+    ...(await partial(paths.incomplete(file.path), paths.state(file.path), file, names)),
   };
 }
 
@@ -154,6 +200,7 @@ export async function survey(
     target.kind === "cache" && files.some((f) => f.lfs !== undefined)
       ? await otherRepoDirs(target.paths)
       : [];
-  const out = await Promise.all(files.map((f) => limit(() => surveyFile(target, f, others))));
+  const names = new DirNames();
+  const out = await Promise.all(files.map((f) => limit(() => surveyFile(target, f, others, names))));
   return new Map(out.map((s) => [s.path, s]));
 }
