@@ -325,11 +325,9 @@ test("upstream killed, then --offline: huggingface_hub 1.28/0.36 list_repo_tree 
       HF_HUB_DISABLE_XET: "1",
     });
     for (const v of HH_VERSIONS) {
-      const infos = [
-        ["org/nested", null],
-        ["org/secret", TEST_TOKEN],
-        ["org/gated", null],
-      ];
+      // Only the public repo: --offline serves what the upstream said is private or gated to no one
+      // (checked below), unless --access-tokens restricts the server (the server after this one).
+      const infos = [["org/nested", null]];
       const t = await runPython(v, PY_TREE, [JSON.stringify({ repo: "org/nested", infos })], {
         env: { ...py, HF_HUB_CACHE: tempDir() },
         timeoutMs: 60_000,
@@ -339,7 +337,28 @@ test("upstream killed, then --offline: huggingface_hub 1.28/0.36 list_repo_tree 
       assert.deepEqual(out.tree, want.tree, `${v}: recursive tree, --offline`);
       assert.deepEqual(out.top, want.top, `${v}: top level, --offline`);
       assert.deepEqual(out.sub, want.sub, `${v}: a/deep, --offline`);
-      assert.deepEqual(out.infos, wantInfo, `${v}: model_info private/gated/lastModified/sha, --offline`);
+      assert.deepEqual(
+        out.infos,
+        { "org/nested": wantInfo["org/nested"] },
+        `${v}: model_info private/gated/lastModified/sha, --offline`,
+      );
+    }
+    // No one can be confirmed offline: the private and gated repos are refused, token or not.
+    for (const path of [
+      "/api/models/org/secret",
+      "/api/models/org/gated/revision/main",
+      "/api/models/org/gated/tree/main",
+      "/org/secret/resolve/main/config.json",
+      "/org/gated/resolve/main/w.bin",
+    ]) {
+      for (const headers of [{}, auth]) {
+        const res = await fetch(`${off.srv.url}${path}`, { headers });
+        const body = await res.text();
+        assert.equal(res.status, "authorization" in headers ? 403 : 401, `${path}: ${body}`);
+        assert.equal(res.headers.get("x-error-code"), "GatedRepo", path);
+        assert.match(body, /gated or private upstream.*--access-tokens/, path);
+        assert.doesNotMatch(body, /config\.json"|w\.bin"|"private"/, path);
+      }
     }
     const js = rowsOf(
       (await all(
@@ -401,6 +420,37 @@ test("upstream killed, then --offline: huggingface_hub 1.28/0.36 list_repo_tree 
     );
   } finally {
     await off.close();
+  }
+
+  // --offline with --access-tokens: the admin vouched for the listed clients, who get the private and
+  // gated repos' infos as the upstream gave them (and the files); others get 401.
+  const vouched = await startWith({
+    upstreams: ["http://127.0.0.1:9"],
+    cacheDir,
+    offline: true,
+    accessTokens: new Set([TEST_TOKEN]),
+  });
+  try {
+    const py = cleanEnv({
+      HF_ENDPOINT: vouched.srv.url,
+      HF_TOKEN: TEST_TOKEN,
+      HF_HUB_CACHE: tempDir(),
+      HF_HUB_DISABLE_PROGRESS_BARS: "1",
+      HF_HUB_DISABLE_XET: "1",
+    });
+    const infos = Object.keys(wantInfo).map((id) => [id, TEST_TOKEN]);
+    const t = await runPython("1.28", PY_TREE, [JSON.stringify({ repo: "org/nested", infos })], {
+      env: py,
+      timeoutMs: 60_000,
+    });
+    assert.equal(t.code, 0, show(t));
+    assert.deepEqual((pyResult(t) as { infos: unknown }).infos, wantInfo, "--offline --access-tokens: infos");
+    const file = await fetch(`${vouched.srv.url}/org/gated/resolve/main/w.bin`, { headers: auth });
+    assert.equal(file.status, 200);
+    assert.equal((await file.arrayBuffer()).byteLength > 0, true);
+    assert.equal((await fetch(`${vouched.srv.url}/api/models/org/nested`)).status, 401, "no listed token");
+  } finally {
+    await vouched.close();
   }
 
   // The memo folder is invisible to huggingface_hub's cache scan (both versions): no warnings.

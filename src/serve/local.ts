@@ -262,7 +262,7 @@ async function repoExists(cacheDir: string, repo: RepoRef): Promise<boolean> {
 
 export interface LocalApiOptions {
   /** Whether this repo may be answered at all (default: every repo). */
-  readonly allow?: (repo: RepoRef) => boolean;
+  readonly allow?: (repo: RepoRef) => boolean | Promise<boolean>;
   /** Tree entries per page (the hub's is 1000). */
   readonly pageSize?: number | undefined;
 }
@@ -303,7 +303,7 @@ export async function localApi(
   if (chosen === undefined || chosen.id.split("/").some((s) => s === "" || s === "." || s === ".."))
     return undefined;
   const repo: RepoRef = { type, id: chosen.id };
-  if (!allow(repo)) return undefined;
+  if (!(await allow(repo))) return undefined;
   const label = `${type === "model" ? "" : `${type}s/`}${repo.id}`;
   if (!(await repoExists(cacheDir, repo)))
     return notFound("RepoNotFound", `offline: ${label} is not in the server's cache`);

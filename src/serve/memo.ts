@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { TreeEntry } from "../cache/tree-cache.js";
 import { isCommitSha } from "../hub/resolve-revision.js";
@@ -71,6 +71,25 @@ export async function readInfoMemo(
   return typeof info === "object" && info !== null && !Array.isArray(info)
     ? (info as Record<string, unknown>)
     : undefined;
+}
+
+/**
+ * Whether any info the upstream gave for this repo (any commit) said it is private or gated: such a
+ * repo is for the clients the upstream accepts, which an `--offline` server cannot ask about.
+ */
+export async function upstreamSaidRestricted(repoDir: string): Promise<boolean> {
+  let names: string[];
+  try {
+    names = await readdir(join(repoDir, MEMO_DIR, "info"));
+  } catch {
+    return false;
+  }
+  for (const name of names) {
+    if (!name.endsWith(".json")) continue;
+    const info = await readInfoMemo(repoDir, name.slice(0, -".json".length));
+    if (info && (info.private === true || (info.gated !== undefined && info.gated !== false))) return true;
+  }
+  return false;
 }
 
 export async function writeListingMemo(repoDir: string, commit: string, listing: Listing) {

@@ -20,7 +20,14 @@ import { writeFileAtomic } from "../util/atomic-write.js";
 import { AccessMemory, publicRepoFromInfo } from "./access.js";
 import { type BlobMeta, BlobStore } from "./blobs.js";
 import { localApi } from "./local.js";
-import { hasListingMemo, infoFromAnswer, type Listing, writeInfoMemo, writeListingMemo } from "./memo.js";
+import {
+  hasListingMemo,
+  infoFromAnswer,
+  type Listing,
+  upstreamSaidRestricted,
+  writeInfoMemo,
+  writeListingMemo,
+} from "./memo.js";
 import { Metrics } from "./metrics.js";
 import { first, type UpstreamAnswer, Upstreams, UpstreamUnreachable } from "./upstream.js";
 
@@ -214,6 +221,22 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   const apiCache = new Map<string, Cached<UpstreamAnswer>>();
   const authKey = AccessMemory.clientKey;
   const access = new AccessMemory(ACCESS_TTL_MS);
+
+  /**
+   * `--offline` asks no one, so it cannot confirm a client may read a repo the upstream said is gated
+   * or private (its info answer is kept on disk): such a repo is served to no one, unless
+   * `--access-tokens` restricts the whole server (the admin vouched for the listed clients). A repo
+   * put in the cache otherwise (`hfget <repo> --cache-dir`, huggingface_hub) is trusted as cached.
+   */
+  async function offlineRefuses(repo: RepoRef): Promise<boolean> {
+    if (!opts.offline || opts.accessTokens) return false;
+    return upstreamSaidRestricted(cachePaths(opts.cacheDir, repo).repoDir);
+  }
+
+  function sendOfflineRefusal(res: ServerResponse, repo: RepoRef, auth: string | undefined): void {
+    const message = `offline: ${repo.id} is gated or private upstream and this server cannot confirm who may read it (serve it with --access-tokens)`;
+    sendError(res, auth ? 403 : 401, "GatedRepo", message);
+  }
 
   /** From the cache alone: refs/<rev> and snapshots/<commit>/<path> -> blobs/<id>. */
   async function localMeta(r: ResolveRoute): Promise<BlobMeta | undefined> {
@@ -455,9 +478,15 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     const hit = apiCache.get(key);
     if (hit && (opts.offline || Date.now() - hit.at < opts.revalidateMs)) return relay(res, hit.value, self);
     if (opts.offline) {
+      let refused: RepoRef | undefined;
       const local = await localApi(opts.cacheDir, method, url, body, req.headers["content-type"], {
+        allow: async (repo) => {
+          if (await offlineRefuses(repo)) refused = repo;
+          return refused === undefined;
+        },
         pageSize: opts.treePageSize,
       });
+      if (refused) return sendOfflineRefusal(res, refused, auth);
       if (local) return relay(res, { endpoint: self, ...local }, self);
       return sendError(res, 404, "RepoNotFound", "offline: not cached");
     }
@@ -528,6 +557,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     r: ResolveRoute,
     auth: string | undefined,
   ): Promise<void> {
+    if (await offlineRefuses(r.repo)) return sendOfflineRefusal(res, r.repo, auth);
     const meta = await resolveMeta(r, auth);
     if (meta === "unconfirmed") {
       // 401/403, not 503: huggingface_hub retries a 5xx HEAD with backoff (1.28: two refused
