@@ -2,9 +2,13 @@
 // grows where each connection is capped, stays small where the endpoint is capped in total, and
 // never passes --connections. Then the source pool and scheduler that obey it.
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
 import { describe, it } from "node:test";
 import { ConnectionControl, DEFAULT_CONN_CONTROL } from "../src/fetch/conns.js";
 import { type FileSource, SourcePool } from "../src/fetch/sources.js";
+import { runEngine } from "./enginekit.js";
+import { fileFromBuffer, makeRepo, randomBytesSeeded } from "./fakehub/index.js";
+import { tempDir, withHub } from "./helpers.js";
 
 /**
  * Drives `ctl` for `ms` of fake time in 10 ms steps; with `n` connections allowed and `busy(n)` of
@@ -105,5 +109,42 @@ describe("source pool with connection control", () => {
     const pool = new SourcePool(() => 0);
     for (let i = 0; i < 100; i++) pool.started("http://a");
     assert.equal(pool.hasRoom("http://a"), true);
+  });
+});
+
+describe("engine with connection control", () => {
+  const big = fileFromBuffer("big.bin", randomBytesSeeded(31, 24 * 1024 * 1024), { lfs: true });
+  const repo = makeRepo("org/conns", [big]);
+
+  it("a CDN capping each connection gets more than the first 4, never more than --connections", {
+    timeout: 60_000,
+  }, async () => {
+    await withHub([repo], {}, async (hub) => {
+      const cacheDir = tempDir();
+      try {
+        hub.faults.push({ server: "cdn", fault: { type: "throttle", bytesPerSec: 1_000_000 } });
+        let peak = 0;
+        const pool = new SourcePool();
+        const run = await runEngine(repo, [big], {
+          cacheDir,
+          endpoints: [hub.url],
+          connections: 12,
+          chunkSize: "1M",
+          pool,
+          onEvent: () => {
+            peak = Math.max(peak, pool.stats(hub.url).inflight);
+          },
+        });
+        assert.equal(run.error, undefined, String(run.error));
+        assert.equal(run.sha256Of(big), big.lfs!.sha256);
+        const history = pool.stats(hub.url).control!.history;
+        assert.equal(history[0], 4);
+        assert.ok(Math.max(...history) > 4, `grew: ${history.join(",")}`);
+        assert.ok(Math.max(...history) <= 12, `at most --connections: ${history.join(",")}`);
+        assert.ok(peak <= 12, `peak in flight ${peak}`);
+      } finally {
+        rmSync(cacheDir, { recursive: true, force: true });
+      }
+    });
   });
 });
