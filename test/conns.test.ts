@@ -62,6 +62,14 @@ describe("connection control", () => {
     assert.ok(ctl.allowed >= 10 && ctl.allowed <= 13, `near 12: ${ctl.history.join(",")}`);
   });
 
+  it("keeps a doubling that paid a little (a busy machine) and goes on by steps", () => {
+    // 8 -> 16 brings +10%: kept, no more doubling.
+    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
+    drive(ctl, (n) => (n <= 8 ? n * 10_000 : 80_000 + (n - 8) * 1_000), 2000);
+    assert.deepEqual(ctl.history.slice(0, 3), [4, 8, 16]);
+    assert.ok(!ctl.history.includes(32), ctl.history.join(","));
+  });
+
   it("never exceeds --connections", () => {
     for (const max of [1, 3, 6, 32]) {
       const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max });

@@ -1,7 +1,8 @@
 /**
  * How many connections one endpoint gets, found the way TCP finds its window: start with a few,
- * double while each doubling still raises the endpoint's measured rate (slow start), drop back to the
- * last level that paid when one does not, then probe one step up or down now and then (additive) and
+ * double while each doubling still raises the endpoint's measured rate by 15% (slow start), keep a
+ * doubling that raised it a little and go on by steps, drop back to the last level that paid when
+ * one did not, then probe one step up or down now and then (additive) and
  * keep the step only when it pays (up) or costs nothing (down). A CDN capping each connection
  * (~10 MB/s) rewards every doubling and is filled within about a second; a server capped in total, or
  * a fast link where hfget's own CPU is the limit, stays at a few connections, which then cost less CPU
@@ -20,8 +21,13 @@ export interface ConnControlOptions {
   readonly max: number;
   /** How long each level is measured, ms, once all its connections are busy. */
   readonly windowMs: number;
-  /** Gain a doubling must bring to keep doubling (0.25 = 25%; a perfect doubling brings 100%). */
+  /** Gain a doubling must bring to keep doubling (0.15 = 15%; a perfect doubling brings 100%). */
   readonly doublingGain: number;
+  /**
+   * Gain a doubling must bring to be kept at all (then steps up from there); below it the count
+   * drops back. Too few connections on a capped CDN cost rate, too many on a fast link only some CPU.
+   */
+  readonly keepGain: number;
   /** Fraction of the proportional gain a step up must bring to be kept (0.5: +25% connections, +12.5% rate). */
   readonly stepGain: number;
   /** Rate a step down may lose and still be kept (0.05 = 5%). */
@@ -34,7 +40,8 @@ export const DEFAULT_CONN_CONTROL: Omit<ConnControlOptions, "max"> = {
   initial: 4,
   min: 2,
   windowMs: 300,
-  doublingGain: 0.25,
+  doublingGain: 0.15,
+  keepGain: 0.05,
   stepGain: 0.5,
   stepLoss: 0.05,
   probeEveryMs: 3000,
@@ -139,9 +146,14 @@ export class ConnectionControl {
     const base = this.#base;
     switch (this.#mode) {
       case "start": {
-        if (base !== undefined && rate < base.rate * (1 + o.doublingGain)) {
+        if (base !== undefined && rate < base.rate * (1 + o.keepGain)) {
           // The doubling did not pay: back to the last level that did, try fewer later.
           this.#settle(base, now, "down", true);
+          return;
+        }
+        if (base !== undefined && rate < base.rate * (1 + o.doublingGain)) {
+          // It paid a little: keep it, and go on by steps.
+          this.#settle({ n, rate }, now, "up", false);
           return;
         }
         this.#base = { n, rate };
