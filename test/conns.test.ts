@@ -70,6 +70,14 @@ describe("connection control", () => {
     assert.ok(!ctl.history.includes(32), ctl.history.join(","));
   });
 
+  it("one stalled window does not end slow start (a doubling is judged on the better of two)", () => {
+    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
+    let at8 = 0;
+    // The first 350 ms at 8 connections deliver only what 4 did (the machine was busy).
+    drive(ctl, (n) => (n === 8 && at8++ < 35 ? 40_000 : perConnCapped(n)), 5000);
+    assert.deepEqual(ctl.history, [4, 8, 16, 32]);
+  });
+
   it("never exceeds --connections", () => {
     for (const max of [1, 3, 6, 32]) {
       const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max });

@@ -72,6 +72,8 @@ export class ConnectionControl {
   #idleMs = 0;
   #lastAt = 0;
   #lastInflight = 0;
+  /** Slow start: the first window at this level, when it looked like the doubling did not pay. */
+  #firstTry: number | undefined;
   /** The level went down: requests beyond it are still finishing. */
   #draining = false;
   /** Levels chosen, in order (for tests and the report). */
@@ -140,12 +142,22 @@ export class ConnectionControl {
     this.#set(base.n);
   }
 
-  #judge(rate: number, now: number): void {
+  #judge(measured: number, now: number): void {
+    let rate = measured;
     const o = this.options;
     const n = this.#allowed;
     const base = this.#base;
     switch (this.#mode) {
       case "start": {
+        if (base !== undefined && rate < base.rate * (1 + o.doublingGain)) {
+          // One window on a busy machine can stall: a doubling is judged on the better of two.
+          if (this.#firstTry === undefined) {
+            this.#firstTry = rate;
+            return;
+          }
+          rate = Math.max(rate, this.#firstTry);
+        }
+        this.#firstTry = undefined;
         if (base !== undefined && rate < base.rate * (1 + o.keepGain)) {
           // The doubling did not pay: back to the last level that did, try fewer later.
           this.#settle(base, now, "down", true);
