@@ -30,6 +30,11 @@ export interface RunContext {
   hfgetTarget: HfgetTarget;
   /** The run will be killed and rerun in the same directory. */
   resume: boolean;
+  /**
+   * More hubs serving the same repo (the mirrors scenario): aria2c gets each file's resolve URL on
+   * every hub as tab-separated URIs of one input line; the listing still comes from `hubUrl`.
+   */
+  extraHubUrls?: readonly string[];
 }
 
 export interface ToolCommand {
@@ -140,7 +145,9 @@ const hfgetNode: Tool = {
 /**
  * hfd's download step: list the tree (following Link: rel="next" pages) with curl, turn it into an aria2c
  * input file with jq (URL + `out=` line per file, so nested paths land nested), then exec aria2c with
- * hfd's flags. All of it runs under one GNU time, so the listing is timed like hfget's.
+ * hfd's flags. All of it runs under one GNU time, so the listing is timed like hfget's. With
+ * EXTRA_HUBS (space-separated), each file's line holds its resolve URL on $HUB and on each of them,
+ * tab-separated (aria2c's several URIs for one file).
  */
 const ARIA2_SCRIPT = `set -euo pipefail
 url="$HUB/api/$API_KIND/$REPO_ID/tree/main?recursive=true"
@@ -154,8 +161,10 @@ while [ -n "$url" ]; do
   url=$(tr -d '\\r' < "$SCRATCH/headers.txt" | grep -i '^link:' | grep -o '<[^>]*>; *rel="next"' | sed 's/^<//; s/>.*$//' || true)
   case "$url" in /*) url="$HUB$url" ;; esac
 done
-jq -r --arg base "$HUB/$REPO_PREFIX/resolve/main/" \\
-  '.[] | select(.type == "file") | "\\($base)\\(.path | split("/") | map(@uri) | join("/"))\\n  out=\\(.path)"' \\
+jq -r --arg hubs "$HUB \${EXTRA_HUBS:-}" --arg rest "/$REPO_PREFIX/resolve/main/" \\
+  '($hubs | split(" ") | map(select(. != ""))) as $b | .[] | select(.type == "file")
+   | (.path | split("/") | map(@uri) | join("/")) as $p
+   | "\\([$b[] | "\\(.)\\($rest)\\($p)"] | join("\\t"))\\n  out=\\(.path)"' \\
   "$SCRATCH/tree.jsonl" > "$SCRATCH/list.txt"
 exec aria2c $ARIA2_EXTRA --no-conf -x16 -s16 -j16 -k1M -c --file-allocation=none --auto-file-renaming=false \\
   --allow-overwrite=true --console-log-level=error --summary-interval=0 --download-result=hide \\
@@ -176,6 +185,7 @@ const aria2c: Tool = {
     // aria2c saves its control file every 60 s by default; killed before that, `-c` on the rerun trusts
     // the sparse file's length and the output is corrupt. For the resume test, save it every second.
     env.ARIA2_EXTRA = ctx.resume ? "--auto-save-interval=1" : "";
+    env.EXTRA_HUBS = (ctx.extraHubUrls ?? []).join(" ");
     return { cmd: "/bin/bash", args: ["-c", ARIA2_SCRIPT], env };
   },
   outputRoot: async (ctx) => ctx.outDir,

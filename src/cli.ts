@@ -1,6 +1,6 @@
 import chalk from "chalk";
 import { Command, CommanderError } from "commander";
-import { type CliIO, type CommandContext, registerDownload, SUBCOMMANDS } from "./commands/index.js";
+import { type CliIO, type CommandContext, registerDownload, subcommandsFor } from "./commands/index.js";
 import { type Config, colorMode } from "./config.js";
 import { EXIT_CODES, HfgetError, isHfgetError, redact } from "./errors.js";
 
@@ -83,7 +83,9 @@ export async function main(argv: readonly string[], io: CliIO = processIO()): Pr
     },
   };
   registerDownload(program, ctx);
-  for (const register of SUBCOMMANDS) register(program, ctx);
+  // In their order (help lists them so); imported only when the arguments may need them.
+  const registers = await Promise.all(subcommandsFor(args.slice(2)).map((s) => s.load()));
+  for (const register of registers) register(program, ctx);
 
   try {
     await program.parseAsync(args as string[]);

@@ -431,13 +431,17 @@ export interface ServeConfig extends EngineOptions {
 
 /**
  * Defaults: 127.0.0.1, so a cache that may hold gated or private files is not on the network until
- * the admin says so with `--host 0.0.0.0`; port 8080; upstream $HF_ENDPOINT, else huggingface.co.
+ * the admin says so with `--host 0.0.0.0`; port 8080; upstreams $HFGET_MIRRORS, else $HF_ENDPOINT,
+ * else huggingface.co.
  */
 export function buildServeConfig(raw: RawServeOptions, env: Env): ServeConfig {
+  // The forms of --mirror: repeatable, comma-separated, or HFGET_MIRRORS; first occurrence kept.
   const upstreams =
     raw.upstream && raw.upstream.length > 0
-      ? raw.upstream.map((u) => normalizeEndpoint(u, "--upstream"))
-      : [resolveEndpoint(undefined, env)];
+      ? parseEndpointList(raw.upstream, "--upstream")
+      : env.HFGET_MIRRORS?.trim()
+        ? parseEndpointList([env.HFGET_MIRRORS], "HFGET_MIRRORS")
+        : [resolveEndpoint(undefined, env)];
   const host = (raw.host ?? "127.0.0.1").trim();
   if (host === "" || /[\s/]/.test(host)) throw usageError(`--host "${raw.host}" is not an address`);
   const timeoutSeconds = raw.timeout === undefined ? DEFAULTS.timeoutSeconds : Number(raw.timeout);

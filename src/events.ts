@@ -28,6 +28,8 @@ export type DownloadEvent =
   | {
       readonly type: "retry";
       readonly path: string;
+      /** The endpoint whose request failed (it is asked again, or another is, after `delayMs`). */
+      readonly endpoint?: string;
       readonly attempt: number;
       readonly delayMs: number;
       readonly reason: string;

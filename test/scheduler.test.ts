@@ -8,7 +8,7 @@ import { type Release, tryLock } from "../src/cache/lock.js";
 import { isHfgetError } from "../src/errors.js";
 import { chunkTask } from "../src/fetch/chunk.js";
 import { FileJob, type FileWork } from "../src/fetch/job.js";
-import { REQUEST_MIN, requestSize, splitPoint } from "../src/fetch/scheduler.js";
+import { pieceSize, REQUEST_MIN, requestSize, splitPoint } from "../src/fetch/scheduler.js";
 import { runEngine } from "./enginekit.js";
 import { fileFromBuffer, makeRepo, randomBytesSeeded } from "./fakehub/index.js";
 import { tempDir, withHub } from "./helpers.js";
@@ -60,6 +60,17 @@ describe("bounded requests and steals", () => {
     assert.equal(splitPoint(t), 14 * MiB);
   });
 
+  it("a file is cut into pieces of at most --chunk-size, 4 per connection, not below REQUEST_MIN", () => {
+    assert.equal(pieceSize(256 * MiB, 16 * MiB, 32), 2 * MiB);
+    assert.equal(pieceSize(1024 * MiB, 16 * MiB, 32), 8 * MiB);
+    assert.equal(pieceSize(2048 * MiB, 16 * MiB, 32), 16 * MiB);
+    assert.equal(pieceSize(8192 * MiB, 16 * MiB, 32), 16 * MiB);
+    assert.equal(pieceSize(32 * MiB, 8 * MiB, 2), 4 * MiB);
+    assert.equal(pieceSize(3 * MiB, 16 * MiB, 32), REQUEST_MIN);
+    // Rounded up to whole MiB.
+    assert.equal(pieceSize(100 * MiB, 16 * MiB, 8), 4 * MiB);
+  });
+
   it("a request asks for ~2 s of the measured rate, less as the run nears its end", () => {
     const far = 1024 * MiB;
     assert.equal(requestSize(64 * MiB, undefined, far, 8), REQUEST_MIN);
@@ -72,7 +83,7 @@ describe("bounded requests and steals", () => {
     assert.equal(requestSize(3 * MiB, 5 * MiB, 8 * MiB, 8), 3 * MiB);
   });
 
-  const tail = fileFromBuffer("tail.bin", randomBytesSeeded(21, 24 * 1024 * 1024), { lfs: true });
+  const tail = fileFromBuffer("tail.bin", randomBytesSeeded(21, 32 * 1024 * 1024), { lfs: true });
   const tailRepo = makeRepo("org/tail", [tail]);
 
   it("the tail of a file is split among idle connections without the CDN sending a byte twice", {
@@ -81,22 +92,30 @@ describe("bounded requests and steals", () => {
     await withHub([tailRepo], {}, async (hub) => {
       const cacheDir = tempDir();
       try {
-        hub.faults.push({ server: "cdn", fault: { type: "throttle", bytesPerSec: 8_000_000 } });
-        // 3 chunks of 8 MiB, 4 connections: the 4th connection steals at once, and so do the
-        // others when they finish first.
+        // 2 connections: 8 pieces of 4 MiB (pieceSize), each fetched as requests of 2 MiB. The first
+        // CDN answer (the first half of piece 0) is slow: the other connection fetches the other
+        // pieces meanwhile, then steals the part of piece 0 not asked for yet.
+        hub.faults.push({ server: "cdn", times: 1, fault: { type: "throttle", bytesPerSec: 400_000 } });
         const run = await runEngine(tailRepo, [tail], {
           cacheDir,
           endpoints: [hub.url],
-          connections: 4,
+          connections: 2,
           chunkSize: "8M",
         });
         assert.equal(run.error, undefined, String(run.error));
         assert.equal(run.sha256Of(tail), tail.lfs!.sha256);
         const gets = hub.log.filter((r) => r.server === "cdn" && r.method === "GET");
-        const starts = gets.map((r) => Number(/bytes=(\d+)-/.exec(r.range ?? "")?.[1] ?? 0));
+        const startOf = (r: (typeof gets)[number]) => Number(/bytes=(\d+)-/.exec(r.range ?? "")?.[1] ?? 0);
+        const slow = gets.find((r) => startOf(r) === 0)!;
+        // No piece starts inside [2 MiB, 4 MiB): a request there is the slow connection's next one,
+        // which cannot start before its first 2 MiB took >= 5.2 s at 400 kB/s, or a steal.
+        const stolen = gets.filter((r) => {
+          const s = startOf(r);
+          return s >= REQUEST_MIN && s < 2 * REQUEST_MIN && r.time < slow.time + 5000;
+        });
         assert.ok(
-          starts.some((s) => s % (8 * MiB) !== 0 && s % REQUEST_MIN !== 0),
-          `no request started inside a chunk (no steal): ${starts.join(",")}`,
+          stolen.length > 0,
+          `piece 0 waited for its slow first request (no steal): ${gets.map((r) => `${startOf(r)}@${r.time - slow.time}ms`).join(",")}`,
         );
         const sent = gets.reduce((n, r) => n + r.bytesSent, 0);
         assert.equal(sent, tail.size, `the CDN sent ${sent} bytes for a file of ${tail.size}`);

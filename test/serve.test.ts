@@ -595,6 +595,15 @@ test("buildServeConfig: safe defaults, upstream forms, --access-tokens file, usa
   assert.equal(buildServeConfig({}, env).token, "hf_env");
   const c = buildServeConfig({ upstream: ["hf-mirror.com", "http://10.0.0.1:8080/"], revalidate: "5" }, env);
   assert.deepEqual(c.upstreams, ["https://hf-mirror.com", "http://10.0.0.1:8080"]);
+  // The forms of --mirror: comma-separated, repeated ones dropped, HFGET_MIRRORS before HF_ENDPOINT.
+  assert.deepEqual(buildServeConfig({ upstream: ["a.example,b.example", "a.example"] }, env).upstreams, [
+    "https://a.example",
+    "https://b.example",
+  ]);
+  assert.deepEqual(
+    buildServeConfig({}, { ...env, HFGET_MIRRORS: "http://127.0.0.1:7,c.example" }).upstreams,
+    ["http://127.0.0.1:7", "https://c.example"],
+  );
   assert.equal(c.revalidateMs, 5000);
   const file = `${tempDir()}/tokens`;
   writeFileSync(file, "# team\n  tok-a \n\ntok-b\n");

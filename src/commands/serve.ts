@@ -22,7 +22,7 @@ export function registerServe(program: Command, ctx: CommandContext): void {
     )
     .option(
       "--upstream <endpoint>",
-      "hub to read through, repeatable (tried in order); default $HF_ENDPOINT, else https://huggingface.co",
+      "hub to read through, repeatable or comma-separated (tried in order, one file spread over all); default $HFGET_MIRRORS, else $HF_ENDPOINT, else https://huggingface.co",
       (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
     )
     .option(

@@ -17,7 +17,7 @@ import { HashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
 import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 import { FileJob, type FileWork, STATE_MIN_BYTES } from "./job.js";
-import { REQUEST_MIN, REQUEST_SECONDS, requestSize, Scheduler } from "./scheduler.js";
+import { pieceSize, REQUEST_MIN, REQUEST_SECONDS, requestSize, Scheduler } from "./scheduler.js";
 import { type FileSource, SourcePool } from "./sources.js";
 
 export type { FileWork } from "./job.js";
@@ -25,6 +25,11 @@ export type { FileSource } from "./sources.js";
 
 export interface EngineContext {
   readonly http: HttpClient;
+  /**
+   * The client for one endpoint's requests, when each endpoint has its own (hfget serve: the
+   * server's token goes to each upstream's own origin only). Default: `http` for every endpoint.
+   */
+  readonly httpFor?: ((endpoint: string) => HttpClient) | undefined;
   readonly options: EngineOptions;
   readonly retry: RetryPolicy;
   readonly signal: AbortSignal;
@@ -267,7 +272,10 @@ export class Engine {
       await this.#finish(job);
       return;
     }
-    const pieces = splitRanges(gaps, this.#ctx.options.chunkSize).map(([s, e]) => chunkTask(s, e));
+    const { chunkSize, connections } = this.#ctx.options;
+    const pieces = splitRanges(gaps, pieceSize(job.size, chunkSize, connections)).map(([s, e]) =>
+      chunkTask(s, e),
+    );
     const first = pieces.shift()!;
     job.pending = pieces;
     job.to("probing");
@@ -359,7 +367,7 @@ export class Engine {
         const wholeFile =
           job.whole || (viaResolve && task.pos === 0 && task.end === job.size && job.size <= 2 * REQUEST_MIN);
         const outcome = await fetchChunk({
-          http: this.#ctx.http,
+          http: this.#ctx.httpFor?.(endpoint) ?? this.#ctx.http,
           endpointOrigin: new URL(endpoint).origin,
           listedOrigins,
           url: usedUrl ?? source.url,
@@ -383,6 +391,7 @@ export class Engine {
             );
             return t.pos + requestSize(t.end - t.pos, rate, unasked, conns);
           },
+          atFront: (pos) => job.written.coveredUntil(0) >= pos,
           onRequestDone: (bytes, ms) => this.#pool.succeeded(endpoint, bytes, ms),
           onResponse: (url, etag, ms) => {
             this.#pool.answered(endpoint, ms);
@@ -472,7 +481,7 @@ export class Engine {
         if (delayMs === 0) continue;
         const capped = decision.capped;
         if (capped && !(await this.#sched.acquireRetrySlot(superseded))) return;
-        this.#ctx.emit({ type: "retry", path: what, attempt: decision.attempt, delayMs, reason });
+        this.#ctx.emit({ type: "retry", path: what, endpoint, attempt: decision.attempt, delayMs, reason });
         try {
           await this.#ctx.sleep(delayMs, job.controller.signal);
         } catch {

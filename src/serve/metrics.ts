@@ -9,7 +9,11 @@ export class Metrics {
   blobHits = 0;
   blobMisses = 0;
   fetchesInFlight = 0;
+  /** Upstream blob fetches started (one per blob however many clients ask while it is fetched). */
+  fetchesStarted = 0;
   readonly upstreamErrors = new Map<string, number>();
+  /** Blob bytes received from each upstream so far (the shared source pool's counts). */
+  bytesFetchedFrom: () => Iterable<readonly [string, number]> = () => [];
 
   request(status: number): void {
     this.requestsByStatus.set(status, (this.requestsByStatus.get(status) ?? 0) + 1);
@@ -29,10 +33,17 @@ export class Metrics {
       `hfget_serve_bytes_served_while_fetching_total ${this.bytesServedWhileFetching}`,
       "# TYPE hfget_serve_bytes_fetched_upstream_total counter",
       `hfget_serve_bytes_fetched_upstream_total ${this.bytesFetchedUpstream}`,
+      "# TYPE hfget_serve_bytes_fetched_upstream_by_endpoint_total counter",
+      ...[...this.bytesFetchedFrom()].map(
+        ([e, n]) =>
+          `hfget_serve_bytes_fetched_upstream_by_endpoint_total{endpoint=${JSON.stringify(e)}} ${n}`,
+      ),
       "# TYPE hfget_serve_blob_hit_ratio gauge",
       `hfget_serve_blob_hit_ratio ${this.blobHits + this.blobMisses === 0 ? 0 : this.blobHits / (this.blobHits + this.blobMisses)}`,
       "# TYPE hfget_serve_fetches_in_flight gauge",
       `hfget_serve_fetches_in_flight ${this.fetchesInFlight}`,
+      "# TYPE hfget_serve_upstream_fetches_total counter",
+      `hfget_serve_upstream_fetches_total ${this.fetchesStarted}`,
       "# TYPE hfget_serve_upstream_errors_total counter",
       ...[...this.upstreamErrors].map(
         ([e, n]) => `hfget_serve_upstream_errors_total{endpoint=${JSON.stringify(e)}} ${n}`,

@@ -7,7 +7,10 @@ import { basename, dirname } from "node:path";
 import type { Dispatcher } from "undici";
 import { cachePaths } from "../cache/paths.js";
 import type { EngineOptions } from "../config.js";
+import type { FileSource } from "../fetch/engine.js";
+import { SourcePool } from "../fetch/sources.js";
 import { HttpClient } from "../hub/http.js";
+import { resolveUrls } from "../hub/metadata.js";
 import { checkRepoPath } from "../hub/paths.js";
 import { isCommitSha } from "../hub/resolve-revision.js";
 import type { RepoRef, RepoType } from "../repo.js";
@@ -46,6 +49,8 @@ export interface ServeHandle {
 
 /** Access answers and branch resolutions are remembered this long at most. */
 const ACCESS_TTL_MS = 5 * 60_000;
+/** A client of a blob not cached gets its headers once bytes flow, or after this long at most. */
+const BLOB_HEADERS_WAIT_MS = 5_000;
 const TYPE_PREFIX: Record<RepoType, string> = { model: "", dataset: "datasets/", space: "spaces/" };
 
 class BadRequest extends Error {}
@@ -150,7 +155,6 @@ async function writeRef(path: string, commit: string): Promise<void> {
 export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
   const metrics = new Metrics();
   const shutdown = new AbortController();
-  const upstreams = new Upstreams(opts.upstreams, opts.dispatcher, metrics);
   // One client per upstream, so the server's token goes to each upstream's own origin only.
   const clients = new Map(
     opts.upstreams.map((endpoint) => [
@@ -158,17 +162,34 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
       new HttpClient({ endpoint, token: opts.token, dispatcher: opts.dispatcher }),
     ]),
   );
-  const http = (endpoint: string): HttpClient => clients.get(endpoint) ?? clients.get(opts.upstreams[0]!)!;
+  const http = (endpoint: string): HttpClient => {
+    const c = clients.get(endpoint);
+    if (c === undefined) throw new Error(`internal: ${endpoint} is not an upstream`);
+    return c;
+  };
+  const secrets = [opts.token, ...(opts.accessTokens ?? [])].filter((t): t is string => !!t);
+  const redact = (text: string): string => {
+    let out = text;
+    for (const s of secrets) out = out.split(s).join("<token>");
+    return out;
+  };
+  /** Every log line goes through here: no token ever reaches the log. */
+  const log = (line: string): void => opts.log(redact(line));
+  // Upstream health, latency and throughput, learned by every blob fetch and metadata request.
+  const pool = new SourcePool();
+  metrics.bytesFetchedFrom = () => pool.all().map((s) => [s.endpoint, s.bytes] as const);
+  const upstreams = new Upstreams(opts.upstreams, opts.dispatcher, metrics, pool);
   const blobs = new BlobStore({
     cacheDir: opts.cacheDir,
     http,
+    pool,
     engine: opts.engine,
     signal: shutdown.signal,
     metrics,
+    log,
   });
   const metaCache = new Map<string, Cached<BlobMeta | UpstreamAnswer>>();
   const apiCache = new Map<string, Cached<UpstreamAnswer>>();
-  const secrets = [opts.token, ...(opts.accessTokens ?? [])].filter((t): t is string => !!t);
   const authKey = AccessMemory.clientKey;
   const access = new AccessMemory(ACCESS_TTL_MS);
 
@@ -370,6 +391,17 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     return [start, end];
   }
 
+  /**
+   * The file's resolve URL at the pinned commit on every upstream: the one that described it first,
+   * then those after it in order, then those before it (they just failed to answer: asked last), as
+   * `PinnedListing.sourcesFor` orders a `--mirror` download's sources.
+   */
+  function blobSources(meta: BlobMeta): FileSource[] {
+    const at = meta.endpoint === undefined ? 0 : Math.max(0, opts.upstreams.indexOf(meta.endpoint));
+    const order = [...opts.upstreams.slice(at), ...opts.upstreams.slice(0, at)];
+    return resolveUrls(order, meta.repo, meta.commit, meta.path);
+  }
+
   async function handleResolve(
     req: IncomingMessage,
     res: ServerResponse,
@@ -465,15 +497,14 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     }
     if (opts.offline) return sendError(res, 404, "EntryNotFound", "offline: not cached");
     metrics.blobMisses++;
-    const enc = r.path.split("/").map(encodeURIComponent).join("/");
-    // From the upstream that described the file (the first that answered), else the first one.
-    const endpoint = meta.endpoint ?? opts.upstreams[0]!;
-    const f = blobs.fetch(
-      meta,
-      endpoint,
-      `${endpoint}/${TYPE_PREFIX[r.repo.type]}${r.repo.id}/resolve/${meta.commit}/${enc}`,
-    );
-    // Headers at once (huggingface_hub gives up after 10 s without them), bytes as they are verified.
+    const f = blobs.fetch(meta, blobSources(meta));
+    // Headers once the first verified bytes are in (or the fetch failed: a 502 naming what each
+    // upstream answered), within BLOB_HEADERS_WAIT_MS: huggingface_hub gives up after 10 s without them.
+    await f.started(BLOB_HEADERS_WAIT_MS);
+    if (f.state === "failed") {
+      const message = `upstream fetch of ${r.repo.id}/${r.path} failed: ${f.error}`;
+      return sendError(res, 502, undefined, redact(message));
+    }
     res.writeHead(status, headers);
     if (meta.size === 0) {
       while (f.state === "running") await f.changed();
@@ -492,7 +523,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     }) as typeof res.write;
     res.on("close", () => {
       metrics.request(res.statusCode);
-      let line = JSON.stringify({
+      const line = JSON.stringify({
         time: new Date(t0).toISOString(),
         method: req.method,
         path: (req.url ?? "").split("?")[0],
@@ -501,8 +532,7 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
         ms: Date.now() - t0,
         complete: res.writableFinished,
       });
-      for (const s of secrets) line = line.split(s).join("<token>");
-      opts.log(line);
+      log(line);
     });
     void route(req, res).catch((err: unknown) => {
       if (res.headersSent) return void res.destroy();
