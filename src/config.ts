@@ -14,6 +14,8 @@ export const DEFAULT_ENDPOINT = "https://huggingface.co";
  * Engine defaults, tuned for a real CDN that caps each connection (see README "Defaults"):
  * - 32 connections: a CDN capping each connection at ~10 MB/s needs 32 to fill 2.5 Gbit/s, and
  *   aria2c's 16 leave a fast link half idle; hf_transfer, as huggingface_hub drives it, opens more.
+ *   It is the ceiling: each endpoint starts with a few and grows while more raise its rate
+ *   (src/fetch/conns.ts).
  * - 32 files in flight: small files are latency-bound (one request each), so one per connection
  *   hides round trips; workers still prefer chunks of files already in flight, so big files are
  *   not spread thin.

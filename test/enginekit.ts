@@ -44,6 +44,8 @@ export interface EngineRunOptions {
   readonly signal?: AbortSignal;
   readonly onEvent?: (e: DownloadEvent, works: readonly FileWork[]) => void;
   readonly sleep?: Sleep;
+  /** The run's source pool (a new one when absent). */
+  readonly pool?: SourcePool;
   /** Runs once the works are built, before run(). */
   readonly before?: (works: readonly FileWork[]) => Promise<void> | void;
   /**
@@ -93,7 +95,7 @@ export async function runEngine(
   });
   await o.before?.(works);
   const events: DownloadEvent[] = [];
-  const pool = new SourcePool();
+  const pool = o.pool ?? new SourcePool();
   const engine = new Engine(
     {
       http: session.hub.http,

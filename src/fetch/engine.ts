@@ -54,6 +54,7 @@ export interface EngineInput {
 }
 
 const LOCK_RETRY_MS = 500;
+const NONE: ReadonlySet<string> = new Set();
 
 /** `a` less everything in `b`. */
 function subtract(a: readonly ByteRange[], b: RangeSet, size: number): RangeSet {
@@ -98,9 +99,16 @@ export class Engine {
       { connections: ctx.options.connections, maxFiles: ctx.options.maxFiles },
       this.#jobs(works),
       this.#runController.signal,
-      { open: (job) => this.#openJob(job), chunk: (job, task) => this.#runChunk(job, task) },
+      {
+        open: (job) => this.#openJob(job),
+        chunk: (job, task) => this.#runChunk(job, task),
+        // A small file is one short request, bound by latency: only large files' chunks wait for room.
+        room: (job) => job.size <= ctx.options.chunkSize || this.#pool.roomFor(this.#open(job, NONE)),
+      },
       input.more === true,
     );
+    // Each endpoint's connections grow while they raise its rate, up to --connections.
+    this.#pool.governConnections(ctx.options.connections, () => this.#sched.notify());
     const onAbort = () => this.#runController.abort(ctx.signal.reason);
     this.#onCallerAbort = onAbort;
     if (ctx.signal.aborted) onAbort();

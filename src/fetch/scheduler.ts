@@ -50,6 +50,11 @@ export interface SchedulerHooks {
   open(job: FileJob): Promise<void>;
   /** Fetches one chunk of a job. */
   chunk(job: FileJob, task: ChunkTask): Promise<void>;
+  /**
+   * Whether one more connection may serve `job` now (its endpoints' connection counts, see
+   * src/fetch/conns.ts); absent: always. Asked before a chunk, a steal or opening a large file.
+   */
+  room?(job: FileJob): boolean;
 }
 
 export interface SchedulerOptions {
@@ -188,16 +193,20 @@ export class Scheduler {
     }
   }
 
+  #room(job: FileJob): boolean {
+    return this.#hooks.room?.(job) ?? true;
+  }
+
   #pick(): Pick {
     for (const job of this.active) {
-      if (job.phase === "fetching" && !job.whole && job.pending.length > 0) {
+      if (job.phase === "fetching" && !job.whole && job.pending.length > 0 && this.#room(job)) {
         const task = job.pending.shift()!;
         return { run: () => this.#hooks.chunk(job, task) };
       }
     }
     const now = this.#now();
     if (this.active.length < this.#opts.maxFiles) {
-      const i = this.queue.findIndex((j) => j.notBefore <= now);
+      const i = this.queue.findIndex((j) => j.notBefore <= now && this.#room(j));
       if (i >= 0) {
         const job = this.queue.splice(i, 1)[0]!;
         job.to("opening");
@@ -215,7 +224,7 @@ export class Scheduler {
     let best: { job: FileJob; victim: ChunkTask; split: number } | undefined;
     let bestLeft = STEAL_MIN - 1;
     for (const job of this.active) {
-      if (job.phase !== "fetching" || job.whole || job.urls.size === 0) continue;
+      if (job.phase !== "fetching" || job.whole || job.urls.size === 0 || !this.#room(job)) continue;
       for (const t of job.running) {
         const split = splitPoint(t);
         const left = t.end - split;

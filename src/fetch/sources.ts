@@ -3,7 +3,10 @@
  * in a row, down until when, dropped for bad bytes), latency (time to the answer's headers) and
  * throughput (bytes per second of each request). The scheduler asks it for a source per chunk.
  * Every byte is checked against the listing's hashes, so any endpoint serving the pinned commit will do.
+ * Once governed (`governConnections`), each endpoint also gets its own number of connections
+ * (src/fetch/conns.ts), grown while more raise its rate.
  */
+import { type ConnControlOptions, ConnectionControl, DEFAULT_CONN_CONTROL } from "./conns.js";
 
 /** One place a file can be fetched from. */
 export interface FileSource {
@@ -29,6 +32,8 @@ export interface EndpointStats {
   inflight: number;
   /** Bytes received from it this run. */
   bytes: number;
+  /** How many requests it may have in flight (undefined: not governed). */
+  control: ConnectionControl | undefined;
 }
 
 /** Failures in a row after which an endpoint is marked down. */
@@ -42,9 +47,49 @@ const EWMA = 0.3;
 export class SourcePool {
   readonly #stats = new Map<string, EndpointStats>();
   readonly #now: () => number;
+  #control: ConnControlOptions | undefined;
+  #onRoom: () => void = () => undefined;
 
   constructor(now: () => number = Date.now) {
     this.#now = now;
+  }
+
+  /**
+   * From now on each endpoint starts with a few connections and grows toward `max` while more
+   * raise its rate (src/fetch/conns.ts); `onRoom` is called when an endpoint may take more.
+   */
+  governConnections(max: number, onRoom: () => void, options: Partial<ConnControlOptions> = {}): void {
+    this.#control = { ...DEFAULT_CONN_CONTROL, ...options, max };
+    this.#onRoom = onRoom;
+    for (const s of this.#stats.values()) s.control ??= new ConnectionControl(this.#control);
+  }
+
+  /** Requests `endpoint` may have in flight now (Infinity when not governed). */
+  allowed(endpoint: string): number {
+    return this.stats(endpoint).control?.allowed ?? Number.POSITIVE_INFINITY;
+  }
+
+  /** Whether one more request to `endpoint` may start now. */
+  hasRoom(endpoint: string): boolean {
+    const s = this.stats(endpoint);
+    return s.inflight < (s.control?.allowed ?? Number.POSITIVE_INFINITY);
+  }
+
+  /**
+   * Whether a request for one of `sources` may start now: one of the endpoints `pick` would choose
+   * from (the healthy ones, or every usable one when all are down) has room. True when none is
+   * usable: the request then fails at once with what the endpoints said.
+   */
+  roomFor(sources: readonly FileSource[]): boolean {
+    const now = this.#now();
+    const open = sources.filter((s) => this.usable(s.endpoint));
+    if (open.length === 0) return true;
+    const healthy = open.filter((s) => this.stats(s.endpoint).downUntil <= now);
+    return (healthy.length > 0 ? healthy : open).some((s) => this.hasRoom(s.endpoint));
+  }
+
+  #record(s: EndpointStats, bytes: number): void {
+    if (s.control?.record(bytes, s.inflight, this.#now())) this.#onRoom();
   }
 
   stats(endpoint: string): EndpointStats {
@@ -59,6 +104,7 @@ export class SourcePool {
         bytesPerSec: undefined,
         inflight: 0,
         bytes: 0,
+        control: this.#control === undefined ? undefined : new ConnectionControl(this.#control),
       };
       this.#stats.set(endpoint, s);
     }
@@ -86,7 +132,12 @@ export class SourcePool {
     const now = this.#now();
     const open = sources.filter((s) => !exclude.has(s.endpoint) && this.usable(s.endpoint));
     if (open.length === 0) return undefined;
-    const healthy = open.filter((s) => this.stats(s.endpoint).downUntil <= now);
+    let healthy = open.filter((s) => this.stats(s.endpoint).downUntil <= now);
+    // A large file's chunk goes to an endpoint that has room for one more connection, if any has.
+    if (!small && healthy.length > 1) {
+      const roomy = healthy.filter((s) => this.hasRoom(s.endpoint));
+      if (roomy.length > 0) healthy = roomy;
+    }
     if (healthy.length === 0) {
       // Every one is down: probe the one that went down first.
       return open.reduce((a, b) =>
@@ -114,13 +165,16 @@ export class SourcePool {
 
   /** A request to `endpoint` starts. */
   started(endpoint: string): void {
-    this.stats(endpoint).inflight++;
+    const s = this.stats(endpoint);
+    s.inflight++;
+    this.#record(s, 0);
   }
 
   /** A request to `endpoint` ended (either way). */
   ended(endpoint: string): void {
     const s = this.stats(endpoint);
     s.inflight = Math.max(0, s.inflight - 1);
+    this.#record(s, 0);
   }
 
   /** The answer's headers arrived after `ms`. */
@@ -130,7 +184,9 @@ export class SourcePool {
   }
 
   received(endpoint: string, bytes: number): void {
-    this.stats(endpoint).bytes += bytes;
+    const s = this.stats(endpoint);
+    s.bytes += bytes;
+    this.#record(s, bytes);
   }
 
   /** A request delivered `bytes` in `ms` (headers to last byte). */

@@ -1,0 +1,166 @@
+// The per-endpoint connection count (src/fetch/conns.ts) on fake links and an injected clock: it
+// grows where each connection is capped, stays small where the endpoint is capped in total, and
+// never passes --connections. Then the source pool and scheduler that obey it.
+import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { describe, it } from "node:test";
+import { ConnectionControl, DEFAULT_CONN_CONTROL } from "../src/fetch/conns.js";
+import { type FileSource, SourcePool } from "../src/fetch/sources.js";
+import { runEngine } from "./enginekit.js";
+import { fileFromBuffer, makeRepo, randomBytesSeeded } from "./fakehub/index.js";
+import { tempDir, withHub } from "./helpers.js";
+
+/**
+ * Drives `ctl` for `ms` of fake time in 10 ms steps; with `n` connections allowed and `busy(n)` of
+ * them in flight the link delivers `rate(busy)` bytes/ms. Returns the allowed count at each step.
+ */
+function drive(
+  ctl: ConnectionControl,
+  rate: (n: number) => number,
+  ms: number,
+  busy: (n: number) => number = (n) => n,
+  start = 0,
+): number[] {
+  const seen: number[] = [];
+  for (let t = start; t < start + ms; t += 10) {
+    const inflight = busy(ctl.allowed);
+    ctl.record(rate(inflight) * 10, inflight, t);
+    seen.push(ctl.allowed);
+  }
+  return seen;
+}
+
+const perConnCapped = (n: number) => n * 10_000; // 10 MB/s per connection
+const totalCapped = (n: number) => Math.min(16_000, n * 10_000); // 16 MB/s however many
+
+describe("connection control", () => {
+  it("doubles up to --connections within about a second where each connection is capped", () => {
+    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
+    const seen = drive(ctl, perConnCapped, 5000);
+    assert.deepEqual(ctl.history, [4, 8, 16, 32]);
+    const at32 = seen.indexOf(32);
+    assert.ok(at32 >= 0 && at32 * 10 <= 1500, `32 reached after ${at32 * 10} ms`);
+    assert.ok(
+      seen.slice(at32).every((n) => n === 32),
+      "stays at 32 (every doubling paid)",
+    );
+  });
+
+  it("stays small where the endpoint is capped in total, and steps down to fewer that do as well", () => {
+    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
+    const seen = drive(ctl, totalCapped, 20_000);
+    assert.equal(ctl.history[1], 8, "one doubling is tried");
+    assert.equal(ctl.history[2], 4, "and dropped back");
+    assert.ok(Math.max(...seen) <= 8, `at most 8: ${ctl.history.join(",")}`);
+    assert.equal(ctl.allowed, 2, `ends at the fewest: ${ctl.history.join(",")}`);
+  });
+
+  it("finds a total cap between two doublings by steps up", () => {
+    // 12 connections' worth: 8 -> 16 does not pay, then steps of one up to about 12.
+    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
+    drive(ctl, (n) => Math.min(120_000, n * 10_000), 60_000);
+    assert.ok(ctl.allowed >= 10 && ctl.allowed <= 13, `near 12: ${ctl.history.join(",")}`);
+  });
+
+  it("keeps a doubling that paid a little (a busy machine) and goes on by steps", () => {
+    // 8 -> 16 brings +10%: kept, no more doubling.
+    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
+    drive(ctl, (n) => (n <= 8 ? n * 10_000 : 80_000 + (n - 8) * 1_000), 2000);
+    assert.deepEqual(ctl.history.slice(0, 3), [4, 8, 16]);
+    assert.ok(!ctl.history.includes(32), ctl.history.join(","));
+  });
+
+  it("one stalled window does not end slow start (a doubling is judged on the better of two)", () => {
+    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
+    let at8 = 0;
+    // The first 350 ms at 8 connections deliver only what 4 did (the machine was busy).
+    drive(ctl, (n) => (n === 8 && at8++ < 35 ? 40_000 : perConnCapped(n)), 5000);
+    assert.deepEqual(ctl.history, [4, 8, 16, 32]);
+  });
+
+  it("never exceeds --connections", () => {
+    for (const max of [1, 3, 6, 32]) {
+      const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max });
+      const seen = drive(ctl, perConnCapped, 10_000);
+      assert.ok(Math.max(...seen) <= max, `max ${max}: ${ctl.history.join(",")}`);
+      assert.equal(ctl.allowed, max);
+    }
+  });
+
+  it("does not grow while its connections are not all busy (nothing to learn from the window)", () => {
+    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
+    drive(ctl, perConnCapped, 5000, () => 2);
+    assert.deepEqual(ctl.history, [4]);
+  });
+});
+
+describe("source pool with connection control", () => {
+  const src = (endpoint: string): FileSource => ({ endpoint, url: `${endpoint}/x` });
+
+  it("each endpoint has its own count; a large file's chunk goes where there is room", () => {
+    let now = 0;
+    const pool = new SourcePool(() => now);
+    let woken = 0;
+    pool.governConnections(32, () => woken++);
+    const a = src("http://a");
+    const b = src("http://b");
+    for (let i = 0; i < 4; i++) pool.started(a.endpoint);
+    assert.equal(pool.hasRoom(a.endpoint), false);
+    assert.equal(pool.roomFor([a]), false);
+    assert.equal(pool.roomFor([a, b]), true);
+    pool.succeeded(a.endpoint, 1e6, 100);
+    pool.succeeded(b.endpoint, 1e5, 100);
+    assert.equal(pool.pick([a, b], new Set(), false), b, "a is full, b has room");
+    // a is per-connection capped: its count grows, and the scheduler is told.
+    for (; now < 2000; now += 10) {
+      while (pool.stats(a.endpoint).inflight < pool.allowed(a.endpoint)) pool.started(a.endpoint);
+      pool.received(a.endpoint, pool.stats(a.endpoint).inflight * 100_000);
+    }
+    assert.equal(pool.allowed(a.endpoint), 32);
+    assert.equal(pool.allowed(b.endpoint), 4);
+    assert.ok(woken >= 3, `woken ${woken}`);
+  });
+
+  it("an ungoverned pool does not limit", () => {
+    const pool = new SourcePool(() => 0);
+    for (let i = 0; i < 100; i++) pool.started("http://a");
+    assert.equal(pool.hasRoom("http://a"), true);
+  });
+});
+
+describe("engine with connection control", () => {
+  const big = fileFromBuffer("big.bin", randomBytesSeeded(31, 24 * 1024 * 1024), { lfs: true });
+  const repo = makeRepo("org/conns", [big]);
+
+  it("a CDN capping each connection gets more than the first 4, never more than --connections", {
+    timeout: 60_000,
+  }, async () => {
+    await withHub([repo], {}, async (hub) => {
+      const cacheDir = tempDir();
+      try {
+        hub.faults.push({ server: "cdn", fault: { type: "throttle", bytesPerSec: 1_000_000 } });
+        let peak = 0;
+        const pool = new SourcePool();
+        const run = await runEngine(repo, [big], {
+          cacheDir,
+          endpoints: [hub.url],
+          connections: 12,
+          chunkSize: "1M",
+          pool,
+          onEvent: () => {
+            peak = Math.max(peak, pool.stats(hub.url).inflight);
+          },
+        });
+        assert.equal(run.error, undefined, String(run.error));
+        assert.equal(run.sha256Of(big), big.lfs!.sha256);
+        const history = pool.stats(hub.url).control!.history;
+        assert.equal(history[0], 4);
+        assert.ok(Math.max(...history) > 4, `grew: ${history.join(",")}`);
+        assert.ok(Math.max(...history) <= 12, `at most --connections: ${history.join(",")}`);
+        assert.ok(peak <= 12, `peak in flight ${peak}`);
+      } finally {
+        rmSync(cacheDir, { recursive: true, force: true });
+      }
+    });
+  });
+});
