@@ -423,6 +423,7 @@ export class Engine {
             );
             return t.pos + requestSize(t.end - t.pos, rate, unasked, conns);
           },
+          atFront: (pos) => job.written.coveredUntil(0) >= pos,
           onRequestDone: (bytes, ms) => this.#pool.succeeded(endpoint, bytes, ms),
           onResponse: (url, etag, ms) => {
             this.#pool.answered(endpoint, ms);
