@@ -26,11 +26,11 @@ export function chunkTask(start: number, end: number): ChunkTask {
 
 /**
  * Body pieces are gathered into blocks of this size before one positional write: a 64 KiB write
- * per socket read cost ~20 µs of main-thread time each (0.7 s per 2 GiB). 256 KiB keeps most of
- * that saving (8192 writes per 2 GiB, ~0.16 s) at 8 MB for 32 connections; 512 KiB held 16 MB of
- * blocks, 1 MiB pushed peak RSS near 150 MB with 16 connections.
+ * per socket read cost ~20 µs of main-thread time each (0.7 s per 2 GiB). 512 KiB holds 16 MB of
+ * blocks for 32 connections; 256 KiB (8 MB) measured 12.9 CPU-s on big-loopback against 8.5-11.1 at
+ * 512 KiB (bench hfget-node, load ~1.3); 1 MiB pushed peak RSS near 150 MB with 16 connections.
  */
-export const WRITE_BLOCK = 256 * 1024;
+export const WRITE_BLOCK = 512 * 1024;
 
 /**
  * A block is also written when it has waited this long, so that on a slow link bytes reach the disk
