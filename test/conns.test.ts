@@ -121,6 +121,22 @@ describe("source pool with connection control", () => {
     assert.ok(woken >= 3, `woken ${woken}`);
   });
 
+  it("several runs on one pool (hfget serve): a request one run ends wakes the others; an ended run is not woken", () => {
+    const pool = new SourcePool(() => 0);
+    const woken = { a: 0, b: 0 };
+    const stopA = pool.governConnections(32, () => woken.a++);
+    pool.governConnections(32, () => woken.b++);
+    const e = src("http://a").endpoint;
+    for (let i = 0; i < 4; i++) pool.started(e);
+    assert.equal(pool.hasRoom(e), false, "run b holds every connection");
+    pool.ended(e);
+    assert.equal(pool.hasRoom(e), true);
+    assert.deepEqual(woken, { a: 1, b: 1 }, "run a, waiting for room, hears of the freed slot");
+    stopA();
+    pool.ended(e);
+    assert.deepEqual(woken, { a: 1, b: 1 }, "one run left: its own scheduler sees its request end");
+  });
+
   it("an ungoverned pool does not limit", () => {
     const pool = new SourcePool(() => 0);
     for (let i = 0; i < 100; i++) pool.started("http://a");

@@ -90,6 +90,8 @@ export class Engine {
   #fatal: unknown;
   #hasFatal = false;
   readonly #onCallerAbort: () => void;
+  /** Stops this run hearing of room on the pool's endpoints (the pool may outlive it: hfget serve). */
+  readonly #ungovern: () => void;
 
   constructor(ctx: EngineContext, works: readonly FileWork[], input: EngineInput = {}) {
     this.#ctx = ctx;
@@ -108,7 +110,7 @@ export class Engine {
       input.more === true,
     );
     // Each endpoint's connections grow while they raise its rate, up to --connections.
-    this.#pool.governConnections(ctx.options.connections, () => this.#sched.notify());
+    this.#ungovern = this.#pool.governConnections(ctx.options.connections, () => this.#sched.notify());
     const onAbort = () => this.#runController.abort(ctx.signal.reason);
     this.#onCallerAbort = onAbort;
     if (ctx.signal.aborted) onAbort();
@@ -155,6 +157,7 @@ export class Engine {
       await Promise.all(this.#sched.active.map((j) => j.teardown("keep")));
       // The caller's signal may outlive this run (one signal for many downloads).
       this.#ctx.signal.removeEventListener("abort", this.#onCallerAbort);
+      this.#ungovern();
     }
     if (this.#ctx.signal.aborted) {
       throw new HfgetError("INTERRUPTED", "interrupted; progress is saved, rerun the same command to resume");

@@ -48,7 +48,8 @@ export class SourcePool {
   readonly #stats = new Map<string, EndpointStats>();
   readonly #now: () => number;
   #control: ConnControlOptions | undefined;
-  #onRoom: () => void = () => undefined;
+  /** Every run governed by this pool (one per Engine; hfget serve shares one pool among its fetches). */
+  readonly #onRoom = new Set<() => void>();
 
   constructor(now: () => number = Date.now) {
     this.#now = now;
@@ -56,12 +57,22 @@ export class SourcePool {
 
   /**
    * From now on each endpoint starts with a few connections and grows toward `max` while more
-   * raise its rate (src/fetch/conns.ts); `onRoom` is called when an endpoint may take more.
+   * raise its rate (src/fetch/conns.ts); `onRoom` is called when an endpoint may take more: its
+   * count grew, or one of its requests ended. Every caller's `onRoom` is called, not only the last
+   * one's: several runs on one pool (hfget serve's blob fetches) share each endpoint's count, and a
+   * run waiting for room another run's request frees must hear of it. Returns the unsubscribe.
    */
-  governConnections(max: number, onRoom: () => void, options: Partial<ConnControlOptions> = {}): void {
+  governConnections(max: number, onRoom: () => void, options: Partial<ConnControlOptions> = {}): () => void {
     this.#control = { ...DEFAULT_CONN_CONTROL, ...options, max };
-    this.#onRoom = onRoom;
+    this.#onRoom.add(onRoom);
     for (const s of this.#stats.values()) s.control ??= new ConnectionControl(this.#control);
+    return () => {
+      this.#onRoom.delete(onRoom);
+    };
+  }
+
+  #room(): void {
+    for (const f of this.#onRoom) f();
   }
 
   /** Requests `endpoint` may have in flight now (Infinity when not governed). */
@@ -89,7 +100,7 @@ export class SourcePool {
   }
 
   #record(s: EndpointStats, bytes: number): void {
-    if (s.control?.record(bytes, s.inflight, this.#now())) this.#onRoom();
+    if (s.control?.record(bytes, s.inflight, this.#now())) this.#room();
   }
 
   stats(endpoint: string): EndpointStats {
@@ -175,6 +186,8 @@ export class SourcePool {
     const s = this.stats(endpoint);
     s.inflight = Math.max(0, s.inflight - 1);
     this.#record(s, 0);
+    // A slot is free: another run on this pool may be waiting for it.
+    if (s.control !== undefined && this.#onRoom.size > 1) this.#room();
   }
 
   /** The answer's headers arrived after `ms`. */
