@@ -13,7 +13,7 @@ import { after, test } from "node:test";
 import { type FakeHub, fileFromDisk, makeRepo, startFakeHub, writeSeededFile } from "./fakehub/index.js";
 import { cleanEnv, runCli, show, tempDir, waitFor } from "./helpers.js";
 import { PY_DOWNLOAD, runPython, skipWithoutPython } from "./pyclient.js";
-import { type ServeProcess, startServeProcess } from "./serve-helpers.js";
+import { metricValue, type ServeProcess, startServeProcess } from "./serve-helpers.js";
 
 const SIZE = 1024 * 1024 * 1024;
 const PATH = "model.safetensors";
@@ -60,11 +60,6 @@ async function sha256Of(path: string): Promise<string> {
 /** The sha256 printed by `... | openssl dgst -sha256 -r` at the end of a bash pipeline (pipefail: curl's exit counts). */
 function hashOfPipe(r: Cmd): string {
   return /^([0-9a-f]{64}) \*stdin$/m.exec(r.stdout)?.[1] ?? `no hash in ${JSON.stringify(r.stdout)}`;
-}
-
-function metricValue(text: string, name: string): number | undefined {
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(" ") + 1));
 }
 
 /**

@@ -1,4 +1,6 @@
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { BIN, cleanEnv } from "./helpers.js";
 
 /** A running `hfget serve` process (the real CLI), its URL, and what it wrote. */
@@ -58,4 +60,26 @@ export function startServeProcess(
       });
     });
   });
+}
+
+/**
+ * The value of one sample of `hfget serve`'s /metrics text: `name` is the metric's name, with its
+ * labels when it has them (`x_total{endpoint="..."}`); undefined when there is no such line.
+ */
+export function metricValue(text: string, name: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(" ") + 1));
+}
+
+/** GET `url`, which must answer 200: the body's length and sha256, read as it streams. */
+export async function getHashed(url: string): Promise<{ n: number; hash: string }> {
+  const r = await fetch(url);
+  assert.equal(r.status, 200, url);
+  const h = createHash("sha256");
+  let n = 0;
+  for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
+    h.update(c);
+    n += c.length;
+  }
+  return { n, hash: h.digest("hex") };
 }

@@ -22,6 +22,7 @@ import {
 } from "./fakehub/index.js";
 import { blobProblems, cleanEnv, tempDir, waitFor } from "./helpers.js";
 import { runPython, skipWithoutPython } from "./pyclient.js";
+import { metricValue } from "./serve-helpers.js";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const KiB = 1024;
@@ -70,11 +71,6 @@ async function withServer<T>(
 async function get(url: string): Promise<{ status: number; body: Buffer; headers: Headers }> {
   const r = await fetch(url, { redirect: "manual" });
   return { status: r.status, body: Buffer.from(await r.arrayBuffer()), headers: r.headers };
-}
-
-function metricValue(text: string, name: string): number | undefined {
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return line === undefined ? undefined : Number(line.slice(name.length + 1));
 }
 
 const errorsOf = (srv: ServeHandle, endpoint: string): number =>

@@ -9,7 +9,7 @@ import { AccessMemory, publicRepoFromInfo } from "../src/serve/access.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
 import { type FakeHub, fileFromBuffer, makeRepo, randomBytesSeeded, TEST_TOKEN } from "./fakehub/index.js";
 import { blobProblems, cleanEnv, runCli, tempDir, waitFor, withHub } from "./helpers.js";
-import { startServeProcess } from "./serve-helpers.js";
+import { getHashed, metricValue, startServeProcess } from "./serve-helpers.js";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
@@ -280,10 +280,6 @@ test("AccessMemory: token grants last ttl and are per file; anonymous ones and p
 });
 
 /** `name{labels} value` lines of a Prometheus text answer. */
-function metricValue(text: string, name: string): number | undefined {
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(" ") + 1));
-}
 
 test("resolve: If-None-Match -> 304, Range -> 206, bad range -> 416, /healthz, /metrics counts cache vs upstream", async () => {
   const data = randomBytesSeeded(31, 2_500_000);
@@ -463,19 +459,7 @@ test("four clients at once on a cold 64 MiB blob: one upstream fetch (~1.0x byte
       { engine: { connections: 4, maxFiles: 1, chunkSize: 4 << 20, retries: 2, timeoutMs: 20_000 } },
       async (srv) => {
         const url = `${srv.url}/org/big/resolve/main/big.bin`;
-        const got = await Promise.all(
-          [0, 1, 2, 3].map(async () => {
-            const r = await fetch(url);
-            assert.equal(r.status, 200);
-            const h = createHash("sha256");
-            let n = 0;
-            for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
-              h.update(c);
-              n += c.length;
-            }
-            return { n, hash: h.digest("hex") };
-          }),
-        );
+        const got = await Promise.all([0, 1, 2, 3].map(() => getHashed(url)));
         for (const g of got) assert.deepEqual(g, { n: size, hash: want });
         const cdn = hub.log.filter((e) => e.server === "cdn").reduce((n, e) => n + e.bytesSent, 0);
         // One fetch: the file's first range was asked once. The engine re-asks the last few MiB on
@@ -705,17 +689,7 @@ test("two hfget serve processes on one cache, both cold, two clients each on one
     const servers = await Promise.all([startServeProcess(args), startServeProcess(args)]);
     try {
       const got = await Promise.all(
-        [0, 1, 0, 1].map(async (i) => {
-          const r = await fetch(`${servers[i]?.url}/org/shared/resolve/main/w.bin`);
-          assert.equal(r.status, 200);
-          const h = createHash("sha256");
-          let n = 0;
-          for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
-            h.update(c);
-            n += c.length;
-          }
-          return { n, hash: h.digest("hex") };
-        }),
+        [0, 1, 0, 1].map((i) => getHashed(`${servers[i]?.url}/org/shared/resolve/main/w.bin`)),
       );
       for (const g of got) assert.deepEqual(g, { n: size, hash: want });
       const cdn = hub.log.filter((e) => e.server === "cdn").reduce((n, e) => n + e.bytesSent, 0);
