@@ -14,7 +14,7 @@ import { openListing, type RevisionChoice, resolveChoices } from "./hub/metadata
 import type { RepoFile } from "./hub/types.js";
 import { offlineSnapshot, recordComplete } from "./offline.js";
 import { type FilePlan, planFiles } from "./plan/plan.js";
-import { type FileSurvey, type SurveyTarget, survey } from "./plan/survey.js";
+import { type FileSurvey, type SurveyTarget, surveyor } from "./plan/survey.js";
 import { repoLabel } from "./repo.js";
 import type { Session } from "./session.js";
 import { openNoFollow, writeFileAtomic } from "./util/atomic-write.js";
@@ -297,8 +297,9 @@ async function fetchAll(
     planOf(f).action === "reuse" ? (surveys.get(f.path)?.reuseFrom ?? []) : [];
   const placementOf = (f: RepoFile): Placement =>
     local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs, reuseOf(f));
+  const surveyBatch = surveyor(target);
   const planBatch = async (batch: readonly RepoFile[]): Promise<FileWork[]> => {
-    const surveyed = await survey(target, batch);
+    const surveyed = await surveyBatch(batch);
     for (const [path, sv] of surveyed) surveys.set(path, sv);
     for (const p of planFiles(batch, surveyed, { force: config.force })) {
       plans.set(p.path, p);

@@ -195,12 +195,26 @@ export async function survey(
   files: readonly RepoFile[],
   concurrency = 32,
 ): Promise<Map<string, FileSurvey>> {
+  return surveyor(target, concurrency)(files);
+}
+
+/**
+ * `survey` for a run that plans its files a batch at a time (a listing page as it arrives): the
+ * folder listings and the cache's other repos are read once for the run, not once per batch, so
+ * every batch sees the target as it was when the run began, as one survey of the whole listing did.
+ */
+export function surveyor(
+  target: SurveyTarget,
+  concurrency = 32,
+): (files: readonly RepoFile[]) => Promise<Map<string, FileSurvey>> {
   const limit = pLimit(concurrency);
-  const others =
-    target.kind === "cache" && files.some((f) => f.lfs !== undefined)
-      ? await otherRepoDirs(target.paths)
-      : [];
   const names = new DirNames();
-  const out = await Promise.all(files.map((f) => limit(() => surveyFile(target, f, others, names))));
-  return new Map(out.map((s) => [s.path, s]));
+  let others: Promise<string[]> | undefined;
+  return async (files) => {
+    if (target.kind === "cache" && others === undefined && files.some((f) => f.lfs !== undefined))
+      others = otherRepoDirs(target.paths);
+    const other = (await others) ?? [];
+    const out = await Promise.all(files.map((f) => limit(() => surveyFile(target, f, other, names))));
+    return new Map(out.map((s) => [s.path, s]));
+  };
 }
