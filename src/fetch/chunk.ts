@@ -1,7 +1,7 @@
 import type { FileHandle } from "node:fs/promises";
 import { HfgetError } from "../errors.js";
-import { errorFromResponse } from "../hub/errors.js";
-import { type HttpClient, type HttpResponse, header, showUrl } from "../hub/http.js";
+import { errorFromText, MAX_ERROR_BODY } from "../hub/errors.js";
+import { type HttpClient, header, type RawResponse, showUrl } from "../hub/http.js";
 import { parseContentRange, rangeHeader } from "../util/content-range.js";
 import { diskError } from "../util/io-error.js";
 
@@ -149,7 +149,7 @@ function retryableProtocol(message: string): HfgetError {
 
 async function checkStatus(
   req: ChunkRequest,
-  res: HttpResponse,
+  res: RawResponse,
   asked: { start: number; end: number } | undefined,
 ): Promise<"partial" | "whole"> {
   if (res.status === 206) {
@@ -206,7 +206,7 @@ async function checkStatus(
       },
     );
   }
-  throw await errorFromResponse(res, {
+  throw errorFromText(res, await res.body.text(MAX_ERROR_BODY), {
     what: req.what,
     repo: repoOfResolveUrl(req.url),
     notFound: "ENTRY_NOT_FOUND",
@@ -267,6 +267,9 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
     let url = req.url;
     let etag: string | undefined;
     for (;;) {
+      // A thief may have taken all that was left (between a failed attempt and its retry):
+      // asking for nothing would get a 200 with the whole file.
+      if (!req.wholeFile && task.pos >= task.end) return { kind: "done", url, etag };
       const one = await fetchRequest(req, url, block);
       if (one.kind === "range-ignored") return one;
       url = one.url;
@@ -304,7 +307,7 @@ async function fetchRequest(
           }
         };
   const sent = Date.now();
-  const res = await req.http.request(url, {
+  const res = await req.http.open(url, {
     headers,
     signal: req.signal,
     followRedirects: true,
@@ -325,8 +328,79 @@ async function fetchRequest(
   const first = task.pos;
   const until = asked?.end ?? req.size;
   task.received = task.pos;
+  await readInto(req, res, block, until, answered);
+  const end = Math.min(task.end, until);
+  if (task.pos < end) {
+    throw new HfgetError(
+      "NETWORK",
+      `${req.what}: the connection ended at byte ${task.pos} of ${end} (${showUrl(res.url)})`,
+    );
+  }
+  req.onRequestDone?.(task.pos - first, Date.now() - answered);
+  return { kind: "done", url: res.url, etag };
+}
+
+/**
+ * Reads one answer's body into `block`, written at task.pos whenever it is full or has waited long
+ * enough, never past task.end nor `until`. Each piece from the socket is copied in synchronously as
+ * the HTTP parser hands it over; while a block is being written the response is paused (so memory
+ * stays one block per connection) and resumed after; a response that cannot be paused (not
+ * keep-alive, see RawBody.pausable) queues its pieces meanwhile. One promise per block, none per
+ * socket read. Reads to the end of the body (the connection is then reused) unless task.end moved
+ * below `until`, which only a whole-file stream allows.
+ */
+async function readInto(
+  req: ChunkRequest,
+  res: RawResponse,
+  block: Buffer,
+  until: number,
+  answered: number,
+): Promise<void> {
+  const { task } = req;
+  const body = res.body;
   let fill = 0;
   let lastWrite = answered;
+  /** Pieces (or the part of one) that came while a write was due: copied in once the block is written. */
+  const queue: Buffer[] = [];
+  /** A write is due: the response is paused until it is done. */
+  let due = false;
+  let ended = false;
+  let failed = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  const stopEarly = () => task.received >= task.end && task.end < until;
+  /** Copies what fits of `piece` into the block; returns the part that did not fit, if any. */
+  const take = (piece: Buffer): Buffer | undefined => {
+    const room = Math.min(task.end, until) - task.received;
+    const buf = piece.length > room ? piece.subarray(0, Math.max(0, room)) : piece;
+    const n = Math.min(buf.length, block.length - fill);
+    if (n > 0) {
+      buf.copy(block, fill, 0, n);
+      fill += n;
+      task.received += n;
+    }
+    return n < buf.length ? buf.subarray(n) : undefined;
+  };
+  const onData = (piece: Buffer): void => {
+    if (due) {
+      queue.push(piece);
+      return;
+    }
+    const rest = take(piece);
+    let now = rest !== undefined || fill === block.length || stopEarly();
+    if (rest !== undefined) queue.push(rest);
+    else if (!now && fill > 0) {
+      const waited = Date.now() - lastWrite;
+      now =
+        waited >= WRITE_BEHIND_DELAY_MS ||
+        (waited >= WRITE_MAX_DELAY_MS && (req.atFront === undefined || req.atFront(task.pos)));
+    }
+    if (now) {
+      due = true;
+      body.pause();
+      wake?.();
+    }
+  };
   /** Writes the gathered block at task.pos; the block is free again afterwards. */
   const flush = async () => {
     if (fill === 0) return;
@@ -338,49 +412,52 @@ async function fetchRequest(
     lastWrite = Date.now();
     req.onWritten(at, bytes);
   };
+  body.read(
+    onData,
+    () => {
+      ended = true;
+      wake?.();
+    },
+    (err) => {
+      failed = true;
+      failure = err;
+      wake?.();
+    },
+  );
   try {
-    for await (const data of res.body) {
-      let buf = data as Buffer;
-      // Never past task.end (the file's size, or where a thief took over) nor past what was asked.
-      const room = Math.min(task.end, until) - task.received;
-      if (buf.length > room) buf = buf.subarray(0, room);
-      while (buf.length > 0) {
-        const n = Math.min(buf.length, block.length - fill);
-        buf.copy(block, fill, 0, n);
-        fill += n;
-        task.received += n;
-        buf = buf.subarray(n);
+    for (;;) {
+      if (!due && !ended && !failed) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = undefined;
+      }
+      await flush();
+      // What came meanwhile (a piece's tail, or everything of an unpausable response).
+      for (let piece = queue.shift(); piece !== undefined; piece = queue.shift()) {
+        const rest = take(piece);
+        if (rest !== undefined) queue.unshift(rest);
         if (fill === block.length) await flush();
       }
-      if (fill > 0) {
-        const waited = Date.now() - lastWrite;
-        if (
-          waited >= WRITE_BEHIND_DELAY_MS ||
-          (waited >= WRITE_MAX_DELAY_MS && (req.atFront === undefined || req.atFront(task.pos)))
-        )
-          await flush();
+      if (failed) throw failure;
+      if (ended) {
+        await flush();
+        return;
       }
-      // The body is read to its end (the connection is then reused) unless task.end moved below
-      // what was asked, which only a whole-file stream allows.
-      if (task.received >= task.end && task.end < until) break;
+      if (stopEarly()) {
+        body.destroy();
+        await flush();
+        return;
+      }
+      due = false;
+      body.resume();
     }
-    await flush();
   } catch (err) {
-    res.body.destroy();
+    body.destroy();
     // Keep what arrived: the retry then starts after it.
     if (!(err instanceof HfgetError && err.code === "DISK")) await flush().catch(() => undefined);
     task.received = task.pos;
     if (err instanceof HfgetError) throw err;
     throw req.http.networkError(err, new URL(res.url), req.signal);
   }
-  res.body.destroy();
-  const end = Math.min(task.end, until);
-  if (task.pos < end) {
-    throw new HfgetError(
-      "NETWORK",
-      `${req.what}: the connection ended at byte ${task.pos} of ${end} (${showUrl(res.url)})`,
-    );
-  }
-  req.onRequestDone?.(task.pos - first, Date.now() - answered);
-  return { kind: "done", url: res.url, etag };
 }

@@ -13,7 +13,7 @@ export interface ErrorContext {
   readonly redact: (s: string) => string;
 }
 
-const MAX_ERROR_BODY = 16 * 1024;
+export const MAX_ERROR_BODY = 16 * 1024;
 
 async function readErrorBody(res: HttpResponse): Promise<string> {
   let text = "";
@@ -26,6 +26,11 @@ async function readErrorBody(res: HttpResponse): Promise<string> {
     // A body that fails half way still gives a useful status.
   }
   res.body.destroy();
+  return errorBodyText(text);
+}
+
+/** What an error body says: its JSON `error`, else its first 200 characters. */
+function errorBodyText(text: string): string {
   try {
     const json = JSON.parse(text) as { error?: unknown };
     if (typeof json.error === "string") return json.error;
@@ -37,7 +42,27 @@ async function readErrorBody(res: HttpResponse): Promise<string> {
 
 /** Turns a non-2xx hub answer into a typed error with a hint, using X-Error-Code first, then the status. */
 export async function errorFromResponse(res: HttpResponse, ctx: ErrorContext): Promise<HfgetError> {
-  const serverSays = ctx.redact(await readErrorBody(res));
+  return errorFromBody(res, await readErrorBody(res), ctx);
+}
+
+/**
+ * The same from an answer whose body (up to MAX_ERROR_BODY bytes of it) was already read as
+ * `text` (the chunk fetcher reads bodies without a Readable).
+ */
+export function errorFromText(
+  res: Pick<HttpResponse, "status" | "headers">,
+  text: string,
+  ctx: ErrorContext,
+): HfgetError {
+  return errorFromBody(res, errorBodyText(text), ctx);
+}
+
+function errorFromBody(
+  res: Pick<HttpResponse, "status" | "headers">,
+  body: string,
+  ctx: ErrorContext,
+): HfgetError {
+  const serverSays = ctx.redact(body);
   const said = serverSays ? ` (server: ${serverSays})` : "";
   const errorCode = header(res.headers, "x-error-code");
   const status = res.status;
