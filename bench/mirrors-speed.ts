@@ -21,9 +21,23 @@ import { verifyOutput } from "./verify.js";
 
 type MirrorsTool = "hfget-1-mirror" | "hfget-2-mirrors" | "aria2c-2-uris";
 const TOOLS: readonly MirrorsTool[] = ["hfget-1-mirror", "hfget-2-mirrors", "aria2c-2-uris"];
+/**
+ * For experiments only (reported runs leave them unset): HFGET_BENCH_MIRRORS_TOOLS runs a subset
+ * (comma-separated tool names); HFGET_BENCH_NODE_ARGS adds node options to the hfget runs (a CPU
+ * profile); HFGET_BENCH_NODE_BIN adds a run "hfget-2-mirrors-B" of that build's bin/hfget.js with
+ * both mirrors after this tree's, an A/B in one run (logged, not in the table).
+ */
+type RunTool = MirrorsTool | "hfget-2-mirrors-B";
+function runTools(): RunTool[] {
+  const only = (process.env.HFGET_BENCH_MIRRORS_TOOLS ?? "").split(",").filter((t) => t !== "");
+  const tools: RunTool[] = TOOLS.filter((t) => only.length === 0 || only.includes(t));
+  if (process.env.HFGET_BENCH_NODE_BIN)
+    tools.splice(tools.indexOf("hfget-2-mirrors") + 1, 0, "hfget-2-mirrors-B");
+  return tools;
+}
 
 export interface MirrorsRun {
-  tool: MirrorsTool;
+  tool: RunTool;
   round: number;
   ok: boolean;
   error?: string;
@@ -142,15 +156,27 @@ export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }):
     e.NO_COLOR = "1";
     return e;
   };
-  const hfget = (mirrors: string[]): ToolCommand => ({
+  const nodeArgs = (process.env.HFGET_BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
+  const hfget = (mirrors: string[], bin = HFGET_BIN): ToolCommand => ({
     cmd: process.execPath,
     // --json: the result names each endpoint's bytes (logged below: how the file was spread).
-    args: [HFGET_BIN, repo.id, "--mirror", mirrors.join(","), "--local-dir", outDir, "--quiet", "--json"],
+    args: [
+      ...nodeArgs,
+      bin,
+      repo.id,
+      "--mirror",
+      mirrors.join(","),
+      "--local-dir",
+      outDir,
+      "--quiet",
+      "--json",
+    ],
     env: env(),
   });
-  const commands: Record<MirrorsTool, ToolCommand> = {
+  const commands: Record<RunTool, ToolCommand> = {
     "hfget-1-mirror": hfget([a.url]),
     "hfget-2-mirrors": hfget([a.url, b.url]),
+    "hfget-2-mirrors-B": hfget([a.url, b.url], process.env.HFGET_BENCH_NODE_BIN ?? HFGET_BIN),
     "aria2c-2-uris": TOOL_DEFS.aria2c.command({
       hubUrl: a.url,
       extraHubUrls: [b.url],
@@ -166,7 +192,7 @@ export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }):
   const failures: string[] = [];
   try {
     for (let round = 0; round < rounds; round++) {
-      for (const tool of TOOLS) {
+      for (const tool of runTools()) {
         await rm(base, { recursive: true, force: true });
         await mkdir(outDir, { recursive: true });
         await mkdir(scratchDir, { recursive: true });

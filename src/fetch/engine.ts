@@ -314,6 +314,8 @@ export class Engine {
     const first = pieces.shift()!;
     job.pending = pieces;
     job.to("probing");
+    // With several sources, idle workers may take one probing request per source now (scheduler.ts).
+    if (job.work.sources.length > 1 && pieces.length > 0) this.#sched.notify();
     // The first request resolves the redirect; the rest of the file waits for its answer.
     await this.#runChunk(job, first);
   }
