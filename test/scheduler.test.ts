@@ -8,14 +8,7 @@ import { type Release, tryLock } from "../src/cache/lock.js";
 import { isHfgetError } from "../src/errors.js";
 import { chunkTask } from "../src/fetch/chunk.js";
 import { FileJob, type FileWork } from "../src/fetch/job.js";
-import {
-  pieceSize,
-  REQUEST_MIN,
-  REQUEST_TAIL_MIN,
-  requestSize,
-  splitPoint,
-  tailFloor,
-} from "../src/fetch/scheduler.js";
+import { pieceSize, REQUEST_MIN, requestSize, splitPoint } from "../src/fetch/scheduler.js";
 import { runEngine } from "./enginekit.js";
 import { fileFromBuffer, makeRepo, randomBytesSeeded } from "./fakehub/index.js";
 import { tempDir, withHub } from "./helpers.js";
@@ -84,22 +77,10 @@ describe("bounded requests and steals", () => {
     assert.equal(requestSize(64 * MiB, 5 * MiB, far, 8), 10 * MiB);
     // 96 MiB not asked yet over 8 connections: 6 MiB a request.
     assert.equal(requestSize(64 * MiB, 5 * MiB, 96 * MiB, 8), 6 * MiB);
-    // Near the end, down to a quarter second of the rate (1.25 MiB at 5 MiB/s)...
-    assert.equal(requestSize(64 * MiB, 5 * MiB, 8 * MiB, 8), 1.25 * MiB);
-    // ...which is REQUEST_MIN on a fast connection, and never below REQUEST_TAIL_MIN on a slow one.
-    assert.equal(requestSize(64 * MiB, 20 * MiB, 8 * MiB, 8), REQUEST_MIN);
-    assert.equal(requestSize(64 * MiB, 0.5 * MiB, 1 * MiB, 8), REQUEST_TAIL_MIN);
-    // A remainder below the floor goes with the request.
+    assert.equal(requestSize(64 * MiB, 5 * MiB, 8 * MiB, 8), REQUEST_MIN);
+    // A remainder below REQUEST_MIN goes with the request.
     assert.equal(requestSize(11 * MiB, 5 * MiB, far, 8), 11 * MiB);
-    assert.equal(requestSize(3 * MiB, 20 * MiB, 8 * MiB, 8), 3 * MiB);
-    assert.equal(requestSize(2 * MiB, 5 * MiB, 8 * MiB, 8), 2 * MiB);
-  });
-
-  it("the tail floor is a quarter second of the per-request rate, between 256 KiB and REQUEST_MIN", () => {
-    assert.equal(tailFloor(undefined), REQUEST_MIN);
-    assert.equal(tailFloor(100 * MiB), REQUEST_MIN);
-    assert.equal(tailFloor(4 * MiB), MiB);
-    assert.equal(tailFloor(100_000), REQUEST_TAIL_MIN);
+    assert.equal(requestSize(3 * MiB, 5 * MiB, 8 * MiB, 8), 3 * MiB);
   });
 
   const tail = fileFromBuffer("tail.bin", randomBytesSeeded(21, 32 * 1024 * 1024), { lfs: true });

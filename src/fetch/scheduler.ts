@@ -2,12 +2,8 @@ import type { ChunkTask } from "./chunk.js";
 import { chunkTask } from "./chunk.js";
 import type { FileJob } from "./job.js";
 
-/**
- * A running chunk is split when a worker is idle and the thief would get at least this much. Small:
- * on an origin capped in total, one of many connections gets ~1 MB/s, and a victim left with 2 MiB
- * (1 MiB each side, below the old 1 MiB minimum) kept the run going ~2 s while the other mirror idled.
- */
-export const STEAL_MIN = 256 * 1024;
+/** A running chunk is split when a worker is idle and the thief would get at least this much. */
+export const STEAL_MIN = 1024 * 1024;
 
 /** Smallest bounded request: a steal point every few MiB at the tail, one round trip per few MiB. */
 export const REQUEST_MIN = 2 * 1024 * 1024;
@@ -15,27 +11,11 @@ export const REQUEST_MIN = 2 * 1024 * 1024;
 export const REQUEST_SECONDS = 2;
 
 /**
- * Smallest request at the very end of a run: about this long of the endpoint's per-request rate,
- * between REQUEST_TAIL_MIN and REQUEST_MIN. On a link capped per connection (~10 MB/s) that is still
- * REQUEST_MIN; on an origin capped in total and shared by many connections (~1 MB/s each) a 2 MiB
- * last request took ~2 s, while the other mirror, done with its share, sat idle (the thief can split
- * only past what was asked).
- */
-export const REQUEST_TAIL_SECONDS = 0.25;
-export const REQUEST_TAIL_MIN = 256 * 1024;
-
-/** The smallest request (and steal) worth making for an endpoint delivering `bytesPerSec` per request. */
-export function tailFloor(bytesPerSec: number | undefined): number {
-  if (bytesPerSec === undefined) return REQUEST_MIN;
-  return Math.min(REQUEST_MIN, Math.max(REQUEST_TAIL_MIN, Math.round(bytesPerSec * REQUEST_TAIL_SECONDS)));
-}
-
-/**
  * Bytes the next request of a chunk asks for, `left` bytes before its end: about REQUEST_SECONDS of
  * the endpoint's per-request rate (REQUEST_MIN while unmeasured), but at most 1/(2 x connections) of
  * what the run has not asked for yet (`unasked`), so requests shrink as the run nears its end and
  * every connection finishes at about the same time, with a steal point in each running chunk (guided
- * self-scheduling); not below tailFloor(). A remainder smaller than that goes with the request.
+ * self-scheduling). A remainder smaller than REQUEST_MIN goes with the request.
  */
 export function requestSize(
   left: number,
@@ -43,10 +23,9 @@ export function requestSize(
   unasked: number,
   connections: number,
 ): number {
-  const floor = tailFloor(bytesPerSec);
   let size = Math.max(REQUEST_MIN, Math.round((bytesPerSec ?? 0) * REQUEST_SECONDS));
-  size = Math.min(size, Math.max(floor, Math.ceil(unasked / (2 * connections))));
-  return left - size < floor ? left : size;
+  size = Math.min(size, Math.max(REQUEST_MIN, Math.ceil(unasked / (2 * connections))));
+  return left - size < REQUEST_MIN ? left : size;
 }
 
 /** A file is cut into at least this many pieces per connection (when that leaves them >= REQUEST_MIN). */
@@ -244,8 +223,8 @@ export class Scheduler {
   /**
    * Whether the job's pending chunks may be handed out: once the first answer told where the bytes
    * are (fetching), and with several sources already while probing, one request per source, so that
-   * every mirror's first request (each resolves on its own hub) starts at once and not after the
-   * first mirror's answer (the second mirror's first byte came 0.3-0.6 s after the first's).
+   * every mirror's first request (each resolves on its own hub) starts at once, not after the first
+   * mirror's answer (0.05-0.26 s later in the mirrors bench at load ~14; longer behind a slow CDN).
    */
   #fetchable(job: FileJob): boolean {
     if (job.phase === "fetching") return true;
