@@ -321,10 +321,10 @@ export class ThreadHashPump implements HashPump {
   constructor(input: HashPumpInput, thread: HashThread) {
     this.#input = input;
     this.#thread = thread;
-    this.#ready = input.fh.stat().then(
-      (st) => {
+    this.#ready = input.fh
+      .stat()
+      .then((st) => {
         if (this.#closed) return;
-        this.#live = true;
         this.#id = thread.start(
           {
             path: input.path,
@@ -356,12 +356,14 @@ export class ThreadHashPump implements HashPump {
             },
           },
         );
+        this.#live = true;
         this.#post();
-      },
-      (err: unknown) => {
+      })
+      // The handle's stat or the thread's start failed: digest() throws it (close() never does).
+      .catch((err: unknown) => {
+        this.#live = false;
         this.#failed = err instanceof Error ? err : new Error(String(err));
-      },
-    );
+      });
   }
 
   get hashedBytes(): number {
