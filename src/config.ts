@@ -46,6 +46,12 @@ export interface EngineOptions {
    * connection and endpoint (src/util/rate-limit.ts); 0 or absent = no cap.
    */
   readonly limitRate?: number;
+  /**
+   * Files at least this big are hashed on the hash thread (src/verify.ts), smaller ones on the main
+   * thread; absent = HASH_THREAD_MIN_BYTES. Not a user option: tests set 0 to take the thread's path
+   * with small files.
+   */
+  readonly hashThreadMinBytes?: number;
 }
 
 export interface Config extends EngineOptions {

@@ -1,8 +1,10 @@
 import { createHash, type Hash } from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 import { open } from "node:fs/promises";
+import { Worker } from "node:worker_threads";
 import type { ExpectedHash } from "./hub/types.js";
 import type { RangeSet } from "./util/range-set.js";
+import type { FromHashThread, ToHashThread } from "./verify-worker.js";
 
 /** sha256 of the content, or git's blob sha1: sha1("blob <size>\0" + content). */
 export function createContentHash(expected: ExpectedHash, size: number): Hash {
@@ -38,11 +40,55 @@ export async function fileMatches(path: string, expected: ExpectedHash, size: nu
 }
 
 /**
- * Hashes a file while it is being downloaded out of order. Bytes that arrive exactly at the hash
- * cursor are hashed from memory; everything else is read back from disk (the page cache) as soon
- * as the cursor reaches it, so by the time the last byte lands little is left to hash.
+ * Hashes a file while it is being downloaded out of order, and says when the in-order hashed prefix
+ * grows. The engine tells it of every write (`onWritten`, after adding it to the written set) and
+ * asks for the digest once every byte is written; `close` lets go of it early (teardown, a restart).
  */
-export class HashPump {
+export interface HashPump {
+  /** The in-order prefix hashed so far. */
+  readonly hashedBytes: number;
+  /** `buf` was just written at `offset` (and already added to the written set). */
+  onWritten(offset: number, buf: Buffer): void;
+  /** Hash whatever contiguous bytes are on disk past the cursor (a resumed file's saved ranges). */
+  kick(): void;
+  /** Once every byte is written: the hex digest of the whole file. */
+  digest(): Promise<string>;
+  /** Stops hashing and lets go of what it holds (the hash thread's job and its file). Safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface HashPumpInput {
+  /** The partial file, open for writing by the engine. */
+  readonly fh: FileHandle;
+  /** Its path (the hash thread opens it for reading itself). */
+  readonly path: string;
+  readonly size: number;
+  readonly expected: ExpectedHash;
+  /** The engine's written set (the pump only reads it). */
+  readonly written: RangeSet;
+  /** Hears the in-order hashed prefix each time it grows (hfget serve streams it). */
+  readonly onPrefix?: ((bytes: number) => void) | undefined;
+}
+
+/**
+ * Files at least this big are hashed on the hash thread, smaller ones on the main thread. On
+ * big-loopback (2 GiB, 32 connections) the main thread spent ~2.3 s in SHA-256 `update` and ~1 s
+ * reading bytes back per 2 GiB, and was the bottleneck; a small file is not worth the thread's start
+ * (~30 ms, ~5-10 MB of RSS) nor a message round trip.
+ */
+export const HASH_THREAD_MIN_BYTES = 32 * 1024 * 1024;
+
+/** A pump for one file: on the hash thread from `threadMinBytes` up, else on the main thread. */
+export function createHashPump(input: HashPumpInput, threadMinBytes = HASH_THREAD_MIN_BYTES): HashPump {
+  return input.size >= threadMinBytes ? new ThreadHashPump(input, hashThread) : new InlineHashPump(input);
+}
+
+/**
+ * Hashes on the main thread. Bytes that arrive exactly at the hash cursor are hashed from memory;
+ * everything else is read back from disk (the page cache) as soon as the cursor reaches it, so by the
+ * time the last byte lands little is left to hash.
+ */
+export class InlineHashPump implements HashPump {
   readonly #fh: FileHandle;
   readonly #size: number;
   readonly #written: RangeSet;
@@ -50,31 +96,25 @@ export class HashPump {
   #hashed = 0;
   #busy = false;
   #failed: unknown;
+  #closed = false;
   #waiters: (() => void)[] = [];
   #buf: Buffer | undefined;
   readonly #onPrefix: ((bytes: number) => void) | undefined;
 
-  /** `onPrefix` hears the in-order hashed prefix each time it grows (hfget serve streams it). */
-  constructor(
-    fh: FileHandle,
-    size: number,
-    expected: ExpectedHash,
-    written: RangeSet,
-    onPrefix?: (bytes: number) => void,
-  ) {
-    this.#onPrefix = onPrefix;
-    this.#fh = fh;
-    this.#size = size;
-    this.#written = written;
-    this.#hash = createContentHash(expected, size);
+  constructor(input: HashPumpInput) {
+    this.#onPrefix = input.onPrefix;
+    this.#fh = input.fh;
+    this.#size = input.size;
+    this.#written = input.written;
+    this.#hash = createContentHash(input.expected, input.size);
   }
 
   get hashedBytes(): number {
     return this.#hashed;
   }
 
-  /** `buf` was just written at `offset` (and already added to the written set). */
   onWritten(offset: number, buf: Buffer): void {
+    if (this.#closed) return;
     if (!this.#busy && offset === this.#hashed) {
       this.#hash.update(buf);
       this.#hashed += buf.length;
@@ -83,9 +123,8 @@ export class HashPump {
     this.kick();
   }
 
-  /** Hash whatever contiguous bytes are on disk past the cursor. */
   kick(): void {
-    if (this.#busy || this.#failed !== undefined) return;
+    if (this.#busy || this.#failed !== undefined || this.#closed) return;
     if (this.#written.coveredUntil(this.#hashed) <= this.#hashed) return;
     this.#busy = true;
     void this.#catchUp().then(
@@ -105,28 +144,32 @@ export class HashPump {
   async #catchUp(): Promise<void> {
     this.#buf ??= Buffer.allocUnsafe(READ_BLOCK);
     const buf = this.#buf;
-    for (let until = this.#written.coveredUntil(this.#hashed); until > this.#hashed; ) {
+    for (let until = this.#written.coveredUntil(this.#hashed); until > this.#hashed && !this.#closed; ) {
       const n = Math.min(READ_BLOCK, until - this.#hashed);
       const { bytesRead } = await this.#fh.read(buf, 0, n, this.#hashed);
       if (bytesRead === 0) throw new Error("file shorter than its written ranges");
       this.#hash.update(buf.subarray(0, bytesRead));
       this.#hashed += bytesRead;
-      this.#onPrefix?.(this.#hashed);
+      if (!this.#closed) this.#onPrefix?.(this.#hashed);
       if (this.#hashed >= until) until = this.#written.coveredUntil(this.#hashed);
     }
   }
 
   #wake(): void {
-    this.#onPrefix?.(this.#hashed);
+    if (!this.#closed) this.#onPrefix?.(this.#hashed);
+    this.#release();
+  }
+
+  #release(): void {
     const w = this.#waiters;
     this.#waiters = [];
     for (const f of w) f();
   }
 
-  /** Once every byte is written: the hex digest of the whole file. */
   async digest(): Promise<string> {
     while (this.#hashed < this.#size) {
       if (this.#failed !== undefined) throw this.#failed;
+      if (this.#closed) throw new Error("hash pump closed");
       if (!this.#busy && this.#written.coveredUntil(this.#hashed) <= this.#hashed) {
         throw new Error(`hash cursor stuck at ${this.#hashed} of ${this.#size}: bytes missing`);
       }
@@ -137,5 +180,263 @@ export class HashPump {
     }
     if (this.#failed !== undefined) throw this.#failed;
     return this.#hash.digest("hex");
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    // Waiters only: a closed pump's prefix is stale (a restart's new file starts from 0).
+    this.#release();
+  }
+}
+
+/** What the hash thread tells one job. */
+interface ThreadJobHandlers {
+  hashed(bytes: number): void;
+  done(digest: string): void;
+  failed(err: Error): void;
+  stopped(): void;
+}
+
+/**
+ * The one hash thread of the process (src/verify-worker.ts), shared by every big file in flight
+ * (hfget serve's fetches too), started on first use. It keeps the process alive only while it has
+ * jobs: an idle thread never delays exit. A thread that dies fails every job it had with a plain
+ * Error (a bug: "internal error", exit 1, never a file called done); the next job starts a new one.
+ */
+export class HashThread {
+  #worker: Worker | undefined;
+  readonly #jobs = new Map<number, ThreadJobHandlers>();
+  #nextId = 0;
+  readonly #script: URL;
+
+  /** `script`: the thread's code (tests give one that fails). */
+  constructor(script = new URL("./verify-worker.js", import.meta.url)) {
+    this.#script = script;
+  }
+
+  /** Starts hashing a file; the handlers hear of it until "done", "failed" or "stopped". */
+  start(
+    req: Omit<Extract<ToHashThread, { type: "start" }>, "type" | "id">,
+    handlers: ThreadJobHandlers,
+  ): number {
+    const id = this.#nextId++;
+    const w = this.#thread();
+    this.#jobs.set(id, handlers);
+    w.ref();
+    w.postMessage({ type: "start", id, ...req } satisfies ToHashThread);
+    return id;
+  }
+
+  /** Bytes [0, until) of job `id`'s file are written. */
+  covered(id: number, until: number): void {
+    if (this.#jobs.has(id)) this.#worker?.postMessage({ type: "covered", id, until } satisfies ToHashThread);
+  }
+
+  /** Stops job `id` (its handlers hear "stopped" once the thread closed its file). */
+  stop(id: number): void {
+    if (this.#jobs.has(id)) this.#worker?.postMessage({ type: "stop", id } satisfies ToHashThread);
+  }
+
+  /** Jobs the thread has now, and jobs it was given so far (tests). */
+  get stats(): { readonly jobs: number; readonly started: number } {
+    return { jobs: this.#jobs.size, started: this.#nextId };
+  }
+
+  #thread(): Worker {
+    if (this.#worker !== undefined) return this.#worker;
+    const w = new Worker(this.#script);
+    this.#worker = w;
+    w.on("message", (m: FromHashThread) => this.#heard(m));
+    w.on("error", (err) => this.#died(w, err));
+    w.on("exit", (code) => this.#died(w, new Error(`the hash thread exited (code ${code})`)));
+    return w;
+  }
+
+  #heard(m: FromHashThread): void {
+    const job = this.#jobs.get(m.id);
+    if (job === undefined) return;
+    if (m.type === "hashed") {
+      job.hashed(m.bytes);
+      return;
+    }
+    this.#end(m.id);
+    if (m.type === "done") job.done(m.digest);
+    else if (m.type === "stopped") job.stopped();
+    else {
+      // An errno error stays one (the engine names the file and makes it a DISK error); any other is a bug.
+      const err = new Error(m.message);
+      job.failed(m.code === undefined ? err : Object.assign(err, { code: m.code }));
+    }
+  }
+
+  #end(id: number): void {
+    this.#jobs.delete(id);
+    if (this.#jobs.size === 0) this.#worker?.unref();
+  }
+
+  #died(w: Worker, err: Error): void {
+    if (this.#worker !== w) return;
+    this.#worker = undefined;
+    void w.terminate();
+    const jobs = [...this.#jobs.values()];
+    this.#jobs.clear();
+    const bug = new Error(`internal: the hash thread failed: ${err.message}`, { cause: err });
+    for (const j of jobs) j.failed(bug);
+  }
+}
+
+const hashThread = new HashThread();
+
+/** The process's hash thread's jobs now and so far (tests: that a path was taken and let go). */
+export function hashThreadStats(): { readonly jobs: number; readonly started: number } {
+  return hashThread.stats;
+}
+
+/** See ThreadHashPump's #post. */
+const POST_BYTES = 4 * 1024 * 1024;
+const POST_MS = 20;
+
+/**
+ * Hashes on the hash thread: the main thread only says how far the contiguous written prefix
+ * reaches (one message each time it grows) and hears back the hashed prefix and the digest.
+ */
+export class ThreadHashPump implements HashPump {
+  readonly #input: HashPumpInput;
+  readonly #thread: HashThread;
+  /** Resolves once the job is started on the thread (or failed to). */
+  readonly #ready: Promise<void>;
+  #id: number | undefined;
+  /** The prefix the thread was told of. */
+  #posted = 0;
+  #hashed = 0;
+  #digest: string | undefined;
+  #failed: Error | undefined;
+  #closed = false;
+  /** Whether the thread still has the job (until done, failed or stopped). */
+  #live = false;
+  #waiters: (() => void)[] = [];
+  #stopped: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(input: HashPumpInput, thread: HashThread) {
+    this.#input = input;
+    this.#thread = thread;
+    this.#ready = input.fh
+      .stat()
+      .then((st) => {
+        if (this.#closed) return;
+        this.#id = thread.start(
+          {
+            path: input.path,
+            size: input.size,
+            algorithm: input.expected.algorithm,
+            dev: st.dev,
+            ino: st.ino,
+          },
+          {
+            hashed: (bytes) => {
+              this.#hashed = bytes;
+              // A closed pump's prefix is stale (a restart's new file starts from 0).
+              if (!this.#closed) input.onPrefix?.(bytes);
+              this.#wake();
+            },
+            done: (digest) => {
+              this.#live = false;
+              this.#digest = digest;
+              this.#wake();
+            },
+            failed: (err) => {
+              this.#live = false;
+              this.#failed = err;
+              this.#wake();
+            },
+            stopped: () => {
+              this.#live = false;
+              this.#wake();
+            },
+          },
+        );
+        this.#live = true;
+        this.#post();
+      })
+      // The handle's stat or the thread's start failed: digest() throws it (close() never does).
+      .catch((err: unknown) => {
+        this.#live = false;
+        this.#failed = err instanceof Error ? err : new Error(String(err));
+      });
+  }
+
+  get hashedBytes(): number {
+    return this.#hashed;
+  }
+
+  onWritten(_offset: number, _buf: Buffer): void {
+    this.#post();
+  }
+
+  kick(): void {
+    this.#post();
+  }
+
+  /**
+   * Tells the thread of the written prefix: at once when it grew by POST_BYTES or reached the end,
+   * else within POST_MS (a message per write block cost the main thread ~0.2 s per 2 GiB).
+   */
+  #post(now = false): void {
+    const id = this.#id;
+    if (id === undefined || !this.#live || this.#closed) return;
+    const until = this.#input.written.coveredUntil(0);
+    if (until <= this.#posted) return;
+    if (!now && until - this.#posted < POST_BYTES && until < this.#input.size) {
+      if (this.#timer === undefined) {
+        this.#timer = setTimeout(() => {
+          this.#timer = undefined;
+          this.#post(true);
+        }, POST_MS);
+        this.#timer.unref();
+      }
+      return;
+    }
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#posted = until;
+    this.#thread.covered(id, until);
+  }
+
+  #wake(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const f of w) f();
+    if (!this.#live) this.#stopped?.();
+  }
+
+  async digest(): Promise<string> {
+    await this.#ready;
+    this.#post(true);
+    for (;;) {
+      if (this.#failed !== undefined) throw this.#failed;
+      if (this.#digest !== undefined) return this.#digest;
+      if (this.#closed || !this.#live) throw new Error("hash pump closed");
+      if (this.#input.written.coveredUntil(0) < this.#input.size) {
+        throw new Error(`hash cursor stuck at ${this.#hashed} of ${this.#input.size}: bytes missing`);
+      }
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#ready;
+    if (this.#id !== undefined && this.#live) {
+      const stopped = new Promise<void>((resolve) => {
+        this.#stopped = resolve;
+      });
+      this.#thread.stop(this.#id);
+      await stopped;
+    }
+    this.#wake();
   }
 }

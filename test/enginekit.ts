@@ -41,6 +41,8 @@ export interface EngineRunOptions {
   readonly chunkSize?: string;
   readonly retries?: number;
   readonly timeout?: number;
+  /** Files at least this big are hashed on the hash thread (0: every file). */
+  readonly hashThreadMinBytes?: number;
   readonly signal?: AbortSignal;
   readonly onEvent?: (e: DownloadEvent, works: readonly FileWork[]) => void;
   readonly sleep?: Sleep;
@@ -99,7 +101,8 @@ export async function runEngine(
   const engine = new Engine(
     {
       http: session.hub.http,
-      options: config,
+      options:
+        o.hashThreadMinBytes === undefined ? config : { ...config, hashThreadMinBytes: o.hashThreadMinBytes },
       retry: session.hub.retry,
       signal: o.signal ?? new AbortController().signal,
       sleep: o.sleep ?? noSleep,

@@ -13,7 +13,7 @@ import { loadState, removeState, StateWriter } from "../state.js";
 import { atPath, diskError } from "../util/io-error.js";
 import { type ByteRange, RangeSet, splitRanges } from "../util/range-set.js";
 import type { RetryPolicy, Sleep } from "../util/retry.js";
-import { HashPump } from "../verify.js";
+import { createHashPump } from "../verify.js";
 import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchChunk } from "./chunk.js";
 import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 import { FileJob, type FileWork, STATE_MIN_BYTES } from "./job.js";
@@ -278,9 +278,25 @@ export class Engine {
         done: job.written.toJSON(),
       }));
     }
-    job.pump = new HashPump(fh, file.size, expected, job.written, this.#prefixSink(job));
-    job.pump.kick();
+    this.#newPump(job, expected);
     this.#ctx.emit({ type: "file-start", path: job.path, size: job.size, resumedBytes: job.written.total });
+  }
+
+  /** A new hash pump over the job's written set; the one it replaces stops (its hashing is moot). */
+  #newPump(job: FileJob, expected = expectedHash(job.work.file)): void {
+    void job.pump?.close();
+    job.pump = createHashPump(
+      {
+        fh: job.fh!,
+        path: job.work.placement.incomplete,
+        size: job.size,
+        expected,
+        written: job.written,
+        onPrefix: this.#prefixSink(job),
+      },
+      this.#ctx.options.hashThreadMinBytes,
+    );
+    job.pump.kick();
   }
 
   /** The in-order hashed prefix of a file, as an event (hfget serve streams a blob still in flight). */
@@ -578,13 +594,7 @@ export class Engine {
     job.running.clear();
     job.written = new RangeSet();
     job.rangesBy.clear();
-    job.pump = new HashPump(
-      job.fh!,
-      job.size,
-      expectedHash(job.work.file),
-      job.written,
-      this.#prefixSink(job),
-    );
+    this.#newPump(job);
     job.to("fetching");
     await this.#runChunk(job, chunkTask(0, job.size));
   }
@@ -636,13 +646,7 @@ export class Engine {
     job.suspect = next;
     job.written = subtract(job.written.toJSON(), theirs, job.size);
     job.rangesBy.delete(next);
-    job.pump = new HashPump(
-      job.fh!,
-      job.size,
-      expectedHash(job.work.file),
-      job.written,
-      this.#prefixSink(job),
-    );
+    this.#newPump(job);
     await this.#start(job);
     return true;
   }

@@ -156,6 +156,10 @@ export class FileJob {
    */
   async closeFiles(end: Ending): Promise<void> {
     const { placement } = this.work;
+    // The hash thread's job reads the file: stopped (and its own handle closed) first.
+    const pump = this.pump;
+    this.pump = undefined;
+    await pump?.close();
     const state = this.state;
     this.state = undefined;
     if (end === "keep") await state?.flush();
