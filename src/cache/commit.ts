@@ -215,7 +215,7 @@ export function cachePlacement(
     async isPresent() {
       const b = blob();
       const st = noEntryStat(b, true);
-      let here = st !== undefined && st.isFile() && st.size === file.size;
+      let here = st?.isFile() === true && st.size === file.size;
       try {
         if (!here && reuseFrom.length > 0) {
           here = await reuseBlob(b, reuseFrom, file, () => dirs.ensure(dirname(b)));
