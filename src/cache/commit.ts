@@ -69,14 +69,29 @@ export class SafeDirs {
     return this.#rootReal;
   };
 
+  /** Folders whose check has succeeded: asked synchronously (see `ready`). */
+  readonly #done = new Set<string>();
+
   ensure(dir: string): Promise<void> {
     let p = this.#checked.get(dir);
     if (p === undefined) {
       p = checkInside(dir, this.#resolveRoot);
       this.#checked.set(dir, p);
-      p.catch(() => this.#checked.delete(dir));
+      p.then(
+        () => this.#done.add(dir),
+        () => this.#checked.delete(dir),
+      );
     }
     return p;
+  }
+
+  /**
+   * `ensure`, but undefined (nothing to await) when the folder was already checked: the files of a
+   * folder then skip an await each, and a small file passes three such checks (its partial's,
+   * its own and its metadata's folder).
+   */
+  ready(dir: string): Promise<void> | undefined {
+    return this.#done.has(dir) ? undefined : this.ensure(dir);
   }
 }
 
@@ -184,7 +199,8 @@ export function cachePlacement(
   const link = () => paths.snapshotFile(commit, file.path);
   const ensureLink = async () => {
     const l = link();
-    await dirs.ensure(dirname(l));
+    const ready = dirs.ready(dirname(l));
+    if (ready !== undefined) await ready;
     await placeLink(l, blobLinkTarget(file.path, id), blob());
   };
   // The partial's path is asked for ~8 times while the file is in flight (lock, open, every request,
@@ -201,7 +217,8 @@ export function cachePlacement(
     },
     prepare() {
       const p = incomplete();
-      return guard(dirs.ensure(dirname(p)), p);
+      const check = dirs.ready(dirname(p));
+      return check === undefined ? Promise.resolve() : guard(check, p);
     },
     get state() {
       return paths.state(id);
@@ -250,7 +267,8 @@ export function localDirPlacement(
   const expected = expectedHash(file);
   const writeMetadata = async () => {
     const metadata = paths.metadata(file.path);
-    await dirs.ensure(dirname(metadata));
+    const ready = dirs.ready(dirname(metadata));
+    if (ready !== undefined) await ready;
     // Under the file's lock (isPresent and commit run there), in place as huggingface_hub writes it.
     await writeLocalMetadata(metadata, `${commit}\n${expected.hex}\n${Date.now() / 1000}\n`);
   };
@@ -266,7 +284,8 @@ export function localDirPlacement(
     },
     prepare() {
       const p = incomplete();
-      return guard(dirs.ensure(dirname(p)), p);
+      const check = dirs.ready(dirname(p));
+      return check === undefined ? Promise.resolve() : guard(check, p);
     },
     get state() {
       return paths.state(file.path);
@@ -296,7 +315,8 @@ export function localDirPlacement(
     async commit() {
       const d = dest();
       try {
-        await dirs.ensure(dirname(d));
+        const ready = dirs.ready(dirname(d));
+        if (ready !== undefined) await ready;
         // rename replaces a planted symlink at `dest` itself instead of writing through it, and
         // fails (EISDIR) where a folder is in the way.
         await rename(incomplete(), d);
