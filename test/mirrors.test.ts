@@ -592,6 +592,51 @@ describe("several endpoints: the download fails over (CLI, two or three fake hub
     assert.ok(ms < 30_000, `the run waited out the 429 (${ms} ms)`);
   });
 
+  it("a large file's first request goes to every endpoint at once, not to the second after the first answered", {
+    timeout: 60_000,
+  }, async () => {
+    const only = makeRepo("org/big", [big]);
+    const [a, b] = await hubs(2, only);
+    // The first endpoint's resolve of the file answers its 302 only after 3 s: before this change
+    // the second endpoint was asked nothing until that answer (the file waited in "probing").
+    a!.faults.push({
+      server: "hub",
+      pathIncludes: "/resolve/",
+      times: 1,
+      fault: { type: "stall", afterBytes: 0, ms: 3000 },
+    });
+    const cache = tempDir();
+    const r = await runCli(
+      [
+        "org/big",
+        "--cache-dir",
+        cache,
+        "--mirror",
+        `${a!.url},${b!.url}`,
+        "--chunk-size",
+        "256K",
+        "--connections",
+        "4",
+      ],
+      { env: cleanEnv(), timeoutMs: 50_000 },
+    );
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(cacheProblems(repoCacheDir(cache, "model", "org/big"), only.refs.main!, [big]), []);
+    const firstOf = (hub: FakeHub, server: "hub" | "cdn") =>
+      hub.log.find(
+        (e) =>
+          e.server === server && (server === "cdn" ? e.url.includes(bigSha) : e.url.includes("/resolve/")),
+      );
+    const aCdn = firstOf(a!, "cdn");
+    const bResolve = firstOf(b!, "hub");
+    assert.ok(bResolve !== undefined, "the second endpoint was never asked");
+    // Ordering, not timing: the first endpoint's CDN cannot be asked before its stalled 302 ended.
+    assert.ok(
+      aCdn === undefined || bResolve.time <= aCdn.time,
+      `the second endpoint was first asked ${bResolve.time - (aCdn?.time ?? 0)} ms after the first's CDN`,
+    );
+  });
+
   it("--limit-rate caps the run across both endpoints together, not each", { timeout: 60_000 }, async () => {
     const [a, b] = await hubs(2);
     const { cache, child } = runBig([a!.url, b!.url], ["--limit-rate", "1M", "--json"]);
