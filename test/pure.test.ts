@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { describe, it } from "node:test";
-import { blobLinkTarget, cachePaths, localDirPaths } from "../src/cache/paths.js";
+import { blobLinkTarget, cachePaths, localDirPaths, under } from "../src/cache/paths.js";
 import { HfgetError, redact } from "../src/errors.js";
 import { makeFilter } from "../src/glob.js";
 import { keepEndpoint, nextLink } from "../src/hub/list-files.js";
@@ -221,6 +222,34 @@ describe("cache paths", () => {
     const l = localDirPaths("/d");
     assert.equal(l.file("a/b.txt"), "/d/a/b.txt");
     assert.equal(l.metadata("a/b.txt"), "/d/.cache/huggingface/download/a/b.txt.metadata");
+  });
+
+  it("under() builds the same path as join() for every base and relative path", () => {
+    const bases = ["/a/b", "/a/b/", "/", "/a//b/../c", "rel/x", ".", "./a"];
+    const rels = [
+      "x",
+      "a/b",
+      "a/./b",
+      "a/../b",
+      "../x",
+      "./x",
+      "a//b",
+      "/x",
+      "x/",
+      "",
+      ".",
+      "..",
+      "a/..",
+      "...",
+      "a/...b",
+      ".hidden/x",
+      "a/b.hfget-partial",
+      "é/ü x",
+      "a/.git/b",
+    ];
+    for (const b of bases) {
+      for (const r of rels) assert.equal(under(b)(r), join(b, ...r.split("/")), `${b} + ${r}`);
+    }
   });
 });
 

@@ -1,10 +1,10 @@
-import { constants } from "node:fs";
+import { closeSync, constants, fchmodSync, fstatSync, type Stats } from "node:fs";
 import { rm, rmdir } from "node:fs/promises";
 import { constants as os } from "node:os";
 import { dirname } from "node:path";
 import koffi from "koffi";
 import { HfgetError } from "../errors.js";
-import { closeFd, fchmodFd, fstatFd, openFd } from "../util/fd.js";
+import { closeFd, openFd } from "../util/fd.js";
 import { diskError } from "../util/io-error.js";
 import { makeDirs } from "./dirs.js";
 
@@ -104,42 +104,58 @@ export async function tryLock(lockPath: string): Promise<Release | undefined> {
     if ((err as { code?: string }).code === "ENOENT") await makeDirs(dirname(lockPath));
   }
   fd ??= await openLockFile(lockPath);
-  const drop = () => closeFd(fd).catch(() => undefined);
+  // On the open descriptor, fstat, fchmod and close are made synchronously (flock already is): each
+  // is a ~2 us syscall that touches no path, while each async call cost a thread-pool round trip of
+  // ~10 us of CPU (20k fstat calls, 32 in flight, on this 2-core machine) and its promise; a
+  // 3000-file download takes 3000 locks.
+  const drop = () => {
+    try {
+      closeSync(fd);
+    } catch {
+      // EBADF/EIO on close: the descriptor is gone either way
+    }
+  };
   let rc: number;
   try {
     rc = flock(fd, LOCK_EX | LOCK_NB);
   } catch (err) {
-    await drop();
+    drop();
     throw err;
   }
   if (rc !== 0) {
     const errno = koffi.errno();
-    await drop();
+    drop();
     if (CONTENDED.has(errno)) return undefined;
     throw lockError(lockPath, errnoName(errno));
   }
-  let st: Awaited<ReturnType<typeof fstatFd>>;
+  let st: Stats;
   try {
-    st = await fstatFd(fd);
+    st = fstatSync(fd);
   } catch (err) {
-    await drop();
+    drop();
     throw diskError(err, lockPath, "cannot lock");
   }
   // filelock drops a lock on a file that was unlinked meanwhile (it no longer excludes anyone).
   if (st.nlink === 0) {
-    await drop();
+    drop();
     return undefined;
   }
   // As filelock does (the umask took group write off a new file); not ours: leave it. Skipped when
   // the mode is already right (a rerun over the same cache).
-  if ((st.mode & 0o777) !== LOCK_MODE) await fchmodFd(fd, LOCK_MODE).catch(() => undefined);
+  if ((st.mode & 0o777) !== LOCK_MODE) {
+    try {
+      fchmodSync(fd, LOCK_MODE);
+    } catch {
+      // another user's lock file
+    }
+  }
   let released = false;
   // No LOCK_UN first: closing the only descriptor of the open file description drops the flock,
   // and the release resolves only once the close is done.
   return async () => {
     if (released) return;
     released = true;
-    await drop();
+    drop();
   };
 }
 

@@ -54,10 +54,14 @@ export type SurveyTarget =
  */
 export class DirNames {
   readonly #dirs = new Map<string, Promise<Set<string> | "unknown">>();
+  /** The listings already read: most files of a folder are answered without an await. */
+  readonly #read = new Map<string, Set<string> | "unknown">();
 
   /** False when `path` is surely not there; true when it may be (then ask the filesystem). */
-  async mayExist(path: string): Promise<boolean> {
+  mayExist(path: string): boolean | Promise<boolean> {
     const dir = dirname(path);
+    const read = this.#read.get(dir);
+    if (read !== undefined) return read === "unknown" || read.has(basename(path));
     let names = this.#dirs.get(dir);
     if (names === undefined) {
       names = readdir(dir).then(
@@ -68,18 +72,31 @@ export class DirNames {
         },
       );
       this.#dirs.set(dir, names);
+      void names.then((n) => this.#read.set(dir, n));
     }
-    const n = await names;
-    return n === "unknown" || n.has(basename(path));
+    return names.then((n) => n === "unknown" || n.has(basename(path)));
   }
 }
 
-async function fileSize(
-  path: string,
-  follow: boolean,
-  names: DirNames,
-): Promise<{ size: number; mtimeMs: number } | undefined> {
-  if (!(await names.mayExist(path))) return undefined;
+/** `names.mayExist(path)` that awaits only when the folder's listing is still being read. */
+function surelyMissing(names: DirNames, path: string): boolean | Promise<boolean> {
+  const may = names.mayExist(path);
+  return typeof may === "boolean" ? !may : may.then((m) => !m);
+}
+
+type Sized = { size: number; mtimeMs: number } | undefined;
+
+/**
+ * Size and mtime of a regular file at `path`, undefined otherwise. A value, not a promise, when the
+ * folder's listing already says it is missing (most files of a fresh download): no promise per file.
+ */
+function fileSize(path: string, follow: boolean, names: DirNames): Sized | Promise<Sized> {
+  const missing = surelyMissing(names, path);
+  return missing === true ? undefined : statSized(path, follow, missing);
+}
+
+async function statSized(path: string, follow: boolean, missing: boolean | Promise<boolean>): Promise<Sized> {
+  if (missing !== false && (await missing)) return undefined;
   try {
     const st = follow ? await stat(path) : await lstat(path);
     return st.isFile() ? { size: st.size, mtimeMs: st.mtimeMs } : undefined;
@@ -88,7 +105,19 @@ async function fileSize(
   }
 }
 
-async function partial(
+const NO_PARTIAL: Partial<FileSurvey> = {};
+
+/** What a partial file of ours says; answered without an await when its folder's listing lacks it. */
+function partialOf(
+  incomplete: string,
+  state: () => string,
+  file: RepoFile,
+  names: DirNames,
+): Partial<FileSurvey> | Promise<Partial<FileSurvey>> {
+  return names.mayExist(incomplete) === false ? NO_PARTIAL : readPartial(incomplete, state(), file, names);
+}
+
+async function readPartial(
   incomplete: string,
   state: string,
   file: RepoFile,
@@ -147,10 +176,12 @@ export async function surveyFile(
   if (target.kind === "cache") {
     const { paths, commit } = target;
     const id = blobId(file);
-    const blob = await fileSize(paths.blob(id), false, names);
+    const blobP = fileSize(paths.blob(id), false, names);
+    const blob = blobP instanceof Promise ? await blobP : blobP;
     const link = paths.snapshotFile(commit, file.path);
     let linkOk = false;
-    if (await names.mayExist(link)) {
+    const noLink = surelyMissing(names, link);
+    if (noLink === false || (noLink !== true && !(await noLink))) {
       try {
         linkOk = (await readlink(link)) === blobLinkTarget(file.path, id);
       } catch {
@@ -159,19 +190,26 @@ export async function surveyFile(
         linkOk = copy !== undefined && copy.size === file.size;
       }
     }
-    const reuse = blob?.size === file.size ? [] : await reuseCandidates(file, others, names);
+    const reuse =
+      blob?.size === file.size || file.lfs === undefined || others.length === 0
+        ? []
+        : await reuseCandidates(file, others, names);
+    const part = partialOf(paths.incomplete(id), () => paths.state(id), file, names);
     return {
       path: file.path,
       ...(blob === undefined ? {} : { blobSize: blob.size }),
       ...(reuse.length > 0 ? { reuseFrom: reuse } : {}),
       linkOk,
-      ...(await partial(paths.incomplete(id), paths.state(id), file, names)),
+      ...(part instanceof Promise ? await part : part),
     };
   }
   const { paths } = target;
-  const local = await fileSize(paths.file(file.path), false, names);
+  const localP = fileSize(paths.file(file.path), false, names);
+  const local = localP instanceof Promise ? await localP : localP;
   const metaPath = paths.metadata(file.path);
-  const metadata = (await names.mayExist(metaPath)) ? await readLocalMetadata(metaPath) : undefined;
+  const noMeta = surelyMissing(names, metaPath);
+  const metadata =
+    noMeta === true || (noMeta !== false && (await noMeta)) ? undefined : await readLocalMetadata(metaPath);
   const dest = paths.file(file.path);
   const expected = expectedHash(file);
   const hashed =
@@ -180,12 +218,13 @@ export async function surveyFile(
     localVerdict(expected, local.mtimeMs, metadata) === "hash"
       ? await fileMatches(dest, expected, file.size)
       : undefined;
+  const part = partialOf(paths.incomplete(file.path), () => paths.state(file.path), file, names);
   return {
     path: file.path,
     ...(local === undefined ? {} : { localSize: local.size, localMtimeMs: local.mtimeMs }),
     ...(hashed === undefined ? {} : { localHashOk: hashed }),
     ...(metadata === undefined ? {} : { metadata }),
-    ...(await partial(paths.incomplete(file.path), paths.state(file.path), file, names)),
+    ...(part instanceof Promise ? await part : part),
   };
 }
 

@@ -10,15 +10,3 @@ import { promisify } from "node:util";
  */
 export const openFd: (path: string, flags: number, mode?: number) => Promise<number> = promisify(fs.open);
 export const closeFd: (fd: number) => Promise<void> = promisify(fs.close);
-export const fstatFd: (fd: number) => Promise<fs.Stats> = promisify(fs.fstat);
-export const fchmodFd: (fd: number, mode: number) => Promise<void> = promisify(fs.fchmod);
-const writeFd = promisify(fs.write);
-
-/** Writes all of `data` at the descriptor's position (a short write continues where it stopped). */
-export async function writeAllFd(fd: number, data: string | Uint8Array): Promise<void> {
-  let buf = typeof data === "string" ? Buffer.from(data) : data;
-  while (buf.length > 0) {
-    const { bytesWritten } = await writeFd(fd, buf, 0, buf.length, null);
-    buf = buf.subarray(bytesWritten);
-  }
-}
