@@ -34,16 +34,13 @@ const perConnCapped = (n: number) => n * 10_000; // 10 MB/s per connection
 const totalCapped = (n: number) => Math.min(16_000, n * 10_000); // 16 MB/s however many
 
 describe("connection control", () => {
-  it("reaches --connections within about half a second where each connection is capped", () => {
-    // 8 (two 100 ms warm-up windows that agree) -> 16 (2x the rate in one window) -> quadrupled, capped at 32.
+  it("reaches --connections within half a second where each connection is capped", () => {
+    // 8 (one full window) -> 16 (2x the rate, clear after 100 ms) -> quadrupled, capped at 32.
     const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
     const seen = drive(ctl, perConnCapped, 5000);
     assert.deepEqual(ctl.history, [8, 16, 32]);
     const at32 = seen.indexOf(32);
-    assert.ok(
-      at32 >= 0 && at32 * 10 <= 600,
-      `32 reached after ${at32 * 10} ms (4 -> 8 -> 16 -> 32 took 1200)`,
-    );
+    assert.ok(at32 >= 0 && at32 * 10 <= 500, `32 reached after ${at32 * 10} ms`);
     assert.ok(
       seen.slice(at32).every((n) => n === 32),
       "stays at 32 (every doubling paid)",
@@ -82,37 +79,21 @@ describe("connection control", () => {
     assert.deepEqual(ctl.history, [8, 16, 32]);
   });
 
+  it("judges a doubling early only when it clearly paid; a doubtful one gets its full window", () => {
+    // 8 -> 16 gives +50%: not clear after 100 ms, so the doubling is decided after 300 ms.
+    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
+    const seen = drive(ctl, (n) => (n <= 8 ? n * 10_000 : 80_000 + (n - 8) * 5_000), 2000);
+    const at16 = seen.indexOf(16);
+    const at32 = seen.indexOf(32);
+    assert.deepEqual(ctl.history.slice(0, 3), [8, 16, 32], "+50% still pays a doubling (not a quadrupling)");
+    assert.ok((at32 - at16) * 10 >= 300, `16 held ${(at32 - at16) * 10} ms`);
+  });
+
   it("a quadrupling that does not pay falls back to the doubling it skipped, then to the last level that paid", () => {
     // Capped in total at 16 connections' worth: 8 -> 16 doubles the rate, 64 and 32 add nothing.
     const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 64 });
     drive(ctl, (n) => Math.min(16, n) * 10_000, 3000);
     assert.deepEqual(ctl.history.slice(0, 5), [8, 16, 64, 32, 16]);
-  });
-
-  it("waits out the warm-up of a fast link: a rate still climbing at the first level is not a base", () => {
-    // hfget's CPU is the limit (the same rate however many connections), but the first 600 ms
-    // climb from nothing (JIT, hash, TCP warming up): judged on those, every doubling would pay.
-    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
-    for (let t = 0; t < 10_000; t += 10) {
-      const rate = t < 600 ? 50 * t : 30_000;
-      ctl.record(rate * 10, ctl.allowed, t);
-    }
-    assert.ok(Math.max(...ctl.history) <= 16, `one doubling at most: ${ctl.history.join(",")}`);
-    assert.ok(ctl.allowed <= 8, `back to 8 or fewer: ${ctl.history.join(",")}`);
-  });
-
-  it("a first level that never settles is taken after a bounded warm-up", () => {
-    // Every other 100 ms window stalls: no two agree, yet slow start goes on within a second.
-    const ctl = new ConnectionControl({ ...DEFAULT_CONN_CONTROL, max: 32 });
-    const seen: number[] = [];
-    for (let t = 0; t < 3000; t += 10) {
-      const rate =
-        Math.floor(t / 100) % 2 === 0 ? perConnCapped(ctl.allowed) : perConnCapped(ctl.allowed) / 3;
-      ctl.record(rate * 10, ctl.allowed, t);
-      seen.push(ctl.allowed);
-    }
-    const grew = seen.findIndex((n) => n > DEFAULT_CONN_CONTROL.initial);
-    assert.ok(grew > 0 && grew * 10 <= 1000, `grew after ${grew * 10} ms: ${ctl.history.join(",")}`);
   });
 
   it("never exceeds --connections", () => {

@@ -1,8 +1,8 @@
 /**
  * How many connections one endpoint gets, found the way TCP finds its window: start with a few,
- * double while each doubling still raises the endpoint's measured rate by 15% (slow start; the first
- * level's rate is taken once it stops climbing, and a doubling that nearly doubled the rate is
- * followed by a quadrupling), keep a
+ * double while each doubling still raises the endpoint's measured rate by 15% (slow start; a doubling
+ * that nearly doubled the rate is followed by a quadrupling, and a window that already shows a clear
+ * gain after 100 ms is judged then), keep a
  * doubling that raised it a little and go on by steps, drop back to the last level that paid when
  * one did not, then probe one step up or down now and then (additive) and
  * keep the step only when it pays (up) or costs nothing (down). A CDN capping each connection
@@ -27,20 +27,18 @@ export interface ConnControlOptions {
   readonly windowMs: number;
   /** Gain a doubling must bring to keep doubling (0.15 = 15%; a perfect doubling brings 100%). */
   readonly doublingGain: number;
-  /** The first level's warm-up windows, ms (see warmTolerance). */
-  readonly warmWindowMs: number;
+  /**
+   * Slow start only: a window of at least this long (ms) is judged at once when its rate already
+   * clears the last level's by `fastGain`. A CDN capping each connection shows it within ~100 ms;
+   * the full window is for the doubtful cases (a fast link where hfget's CPU is the limit).
+   */
+  readonly fastWindowMs: number;
+  readonly fastGain: number;
   /**
    * A doubling that brought at least this gain (0.8: 8 -> 16 connections gave 1.8x the rate) is
    * followed by a quadrupling: the rate is growing with every connection, as under a per-connection cap.
    */
   readonly jumpGain: number;
-  /**
-   * The first level is measured in windows of `warmWindowMs` until two in a row agree within this
-   * fraction (the rate stopped climbing: JIT, TCP and the hash warming up on a fast link made the
-   * first rate low, so that every doubling looked as if it paid), or `warmWindows` of them passed.
-   */
-  readonly warmTolerance: number;
-  readonly warmWindows: number;
   /**
    * Gain a doubling must bring to be kept at all (then steps up from there); below it the count
    * drops back. Too few connections on a capped CDN cost rate, too many on a fast link only some CPU.
@@ -59,10 +57,9 @@ export const DEFAULT_CONN_CONTROL: Omit<ConnControlOptions, "max"> = {
   min: 2,
   windowMs: 300,
   doublingGain: 0.15,
-  warmWindowMs: 100,
+  fastWindowMs: 100,
+  fastGain: 0.6,
   jumpGain: 0.8,
-  warmTolerance: 0.1,
-  warmWindows: 8,
   keepGain: 0.05,
   stepGain: 0.5,
   stepLoss: 0.05,
@@ -96,9 +93,6 @@ export class ConnectionControl {
   #lastInflight = 0;
   /** Slow start: the first window at this level, when it looked like the doubling did not pay. */
   #firstTry: number | undefined;
-  /** The first level's last warm-up window rate, and how many were measured. */
-  #warm: number | undefined;
-  #warmCount = 0;
   /** The level went down: requests beyond it are still finishing. */
   #draining = false;
   /** Levels chosen, in order (for tests and the report). */
@@ -141,7 +135,7 @@ export class ConnectionControl {
     this.#windowBytes += bytes;
     if (prevInflight < this.#allowed) this.#idleMs += dt;
     const elapsed = now - this.#windowStart;
-    if (elapsed < this.#windowMs()) return false;
+    if (elapsed < this.options.windowMs && !this.#clearlyPaid(elapsed)) return false;
     const busy = this.#idleMs <= elapsed * 0.2;
     const rate = this.#windowBytes / elapsed;
     this.#windowStart = undefined;
@@ -151,10 +145,12 @@ export class ConnectionControl {
     return this.#allowed > before;
   }
 
-  /** The first level's warm-up windows are short; every other window is windowMs. */
-  #windowMs(): number {
+  /** Slow start: the window so far already shows the doubling paid well (no need to wait it out). */
+  #clearlyPaid(elapsed: number): boolean {
     const o = this.options;
-    return this.#mode === "start" && this.#base === undefined ? o.warmWindowMs : o.windowMs;
+    if (this.#mode !== "start" || this.#base === undefined || elapsed < o.fastWindowMs) return false;
+    if (this.#idleMs > elapsed * 0.2) return false;
+    return this.#windowBytes / elapsed >= this.#base.rate * (1 + o.fastGain);
   }
 
   #set(n: number): void {
@@ -180,18 +176,6 @@ export class ConnectionControl {
     const base = this.#base;
     switch (this.#mode) {
       case "start": {
-        if (base === undefined) {
-          // Warming up: the first level's rate is taken once it stops changing.
-          const prev = this.#warm;
-          this.#warmCount++;
-          const steady =
-            prev !== undefined && Math.abs(rate - prev) <= o.warmTolerance * Math.max(rate, prev);
-          if (!steady && this.#warmCount < o.warmWindows) {
-            this.#warm = rate;
-            return;
-          }
-          if (prev !== undefined) rate = (rate + prev) / 2;
-        }
         if (base !== undefined && rate < base.rate * (1 + o.doublingGain)) {
           // One window on a busy machine can stall: a doubling is judged on the better of two.
           if (this.#firstTry === undefined) {
