@@ -266,13 +266,18 @@ export class Engine {
       }
       // Preallocate (sparse): chunks write at their own offsets, and the size tells a resumable file.
       await fh.truncate(file.size);
-      job.state = new StateWriter(placement.state, () => ({
-        version: 1,
-        size: file.size,
-        hash: identity.hash,
-        etag: job.etag,
-        done: job.written.toJSON(),
-      }));
+      job.state = new StateWriter(
+        placement.state,
+        () => ({
+          version: 1,
+          size: file.size,
+          hash: identity.hash,
+          etag: job.etag,
+          done: job.written.toJSON(),
+        }),
+        // Each write's range is journaled as it lands: kill -9 loses no written byte (state.ts).
+        { journal: saved?.log ?? true },
+      );
     }
     job.pump = new HashPump(fh, file.size, expected, job.written, this.#prefixSink(job));
     job.pump.kick();
@@ -448,7 +453,7 @@ export class Engine {
             job.wrote(endpoint, offset, offset + buf.length);
             this.#pool.received(endpoint, buf.length);
             job.pump?.onWritten(offset, buf);
-            job.state?.touch(buf.length);
+            job.state?.wrote(offset, offset + buf.length);
             this.#ctx.emit({ type: "bytes", path: what, bytes: buf.length });
           },
         });
@@ -600,6 +605,7 @@ export class Engine {
     job.running.clear();
     job.suspect = next;
     job.written = subtract(job.written.toJSON(), theirs, job.size);
+    job.state?.reset();
     job.rangesBy.delete(next);
     job.pump = new HashPump(
       job.fh!,
