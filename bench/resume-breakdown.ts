@@ -7,10 +7,13 @@
 // The rerun's extra is what it fetched beyond the gaps the state left.
 import { open, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { journalPath, readJournal } from "../src/state.js";
 
 export interface PartialCheck {
-  /** Bytes the resume state records. */
+  /** Bytes the resume state records (its JSON and its journal, as a rerun trusts them). */
   recordedBytes: number;
+  /** Of them, bytes only the journal records. */
+  journalOnlyBytes: number;
   /** Bytes in the state's gaps that are on disk and equal to the source (4 KiB blocks). */
   unrecordedOnDiskBytes: number;
   /** The state file's ranges (how fragmented the record is). */
@@ -34,6 +37,16 @@ async function findFiles(dir: string, suffix: string, out: string[] = []): Promi
 
 const BLOCK = 4096;
 const READ = 4 * 1024 * 1024;
+
+function merge(rs: [number, number][]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [a, b] of [...rs].sort((x, y) => x[0] - y[0])) {
+    const last = out[out.length - 1];
+    if (last !== undefined && a <= last[1]) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
+  }
+  return out;
+}
 
 /** Gaps of `done` within [0, size), sorted and merged. */
 function gaps(done: [number, number][], size: number): [number, number][] {
@@ -60,14 +73,19 @@ export async function checkPartial(
   const states = await findFiles(outDir, ".hfget-partial.json");
   const partials = await findFiles(outDir, ".hfget-partial");
   if (states.length !== 1 || partials.length !== 1) return undefined;
-  let done: [number, number][];
+  let json: [number, number][];
+  let log: string | undefined;
   try {
-    const raw = JSON.parse(await readFile(states[0]!, "utf8")) as { done?: [number, number][] };
-    done = Array.isArray(raw.done) ? raw.done : [];
+    const raw = JSON.parse(await readFile(states[0]!, "utf8")) as { done?: [number, number][]; log?: string };
+    json = Array.isArray(raw.done) ? raw.done : [];
+    log = typeof raw.log === "string" ? raw.log : undefined;
   } catch {
-    done = [];
+    json = [];
   }
-  const recordedBytes = done.reduce((a, [s, e]) => a + (e - s), 0);
+  const logged = log === undefined ? undefined : readJournal(journalPath(states[0]!), log, size);
+  const done = merge([...json, ...(logged ?? []).map(([a, b]): [number, number] => [a, b])]);
+  const bytes = (rs: [number, number][]) => rs.reduce((a, [s, e]) => a + (e - s), 0);
+  const recordedBytes = bytes(done);
   const a = await open(partials[0]!, "r");
   const b = await open(source, "r");
   let unrecorded = 0;
@@ -94,5 +112,10 @@ export async function checkPartial(
     await a.close();
     await b.close();
   }
-  return { recordedBytes, unrecordedOnDiskBytes: unrecorded, ranges: done.length };
+  return {
+    recordedBytes,
+    journalOnlyBytes: recordedBytes - bytes(merge(json)),
+    unrecordedOnDiskBytes: unrecorded,
+    ranges: done.length,
+  };
 }

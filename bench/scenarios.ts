@@ -186,6 +186,7 @@ export interface ResumeInfo {
   breakdown?: {
     firstRunCdnBytes: number;
     recordedBytes: number;
+    journalOnlyBytes: number;
     unrecordedOnDiskBytes: number;
     unwrittenBytes: number;
     rerunExtraBytes: number;
@@ -466,6 +467,7 @@ async function resumeRun(env: Env, tool: Tool, round: number): Promise<RunRecord
     rec.resume.breakdown = {
       firstRunCdnBytes: firstCdn,
       recordedBytes: partial.recordedBytes,
+      journalOnlyBytes: partial.journalOnlyBytes,
       unrecordedOnDiskBytes: partial.unrecordedOnDiskBytes,
       unwrittenBytes: firstCdn - partial.recordedBytes - partial.unrecordedOnDiskBytes,
       rerunExtraBytes: served - firstCdn - (file.size - partial.recordedBytes),
@@ -496,7 +498,7 @@ function logRun(def: ScenarioDef, work: Workload, rec: RunRecord, rounds: number
     const b = r.breakdown;
     if (b !== undefined) {
       const mb = (n: number) => fmt(n / MB, 1);
-      line += ` (killed run got ${mb(b.firstRunCdnBytes)} MB: ${mb(b.recordedBytes)} recorded in ${b.stateRanges} ranges, ${mb(b.unrecordedOnDiskBytes)} on disk unrecorded, ${mb(b.unwrittenBytes)} unwritten; rerun extra ${mb(b.rerunExtraBytes)} MB)`;
+      line += ` (killed run got ${mb(b.firstRunCdnBytes)} MB: ${mb(b.recordedBytes)} recorded in ${b.stateRanges} ranges (${mb(b.journalOnlyBytes)} by the journal alone), ${mb(b.unrecordedOnDiskBytes)} on disk unrecorded, ${mb(b.unwrittenBytes)} unwritten; rerun extra ${mb(b.rerunExtraBytes)} MB)`;
     }
   }
   line += rec.status === "ok" ? ", ok" : `, ${rec.status.toUpperCase()}: ${rec.error ?? ""}`;
