@@ -19,8 +19,20 @@ import { HFGET_BIN, TOOLS as TOOL_DEFS, type ToolCommand } from "./tools.js";
 import { errorMessage, fmt, log, MB, MIB, median, WORK_DIR } from "./util.js";
 import { verifyOutput } from "./verify.js";
 
-type MirrorsTool = "hfget-1-mirror" | "hfget-2-mirrors" | "aria2c-2-uris";
-const TOOLS: readonly MirrorsTool[] = ["hfget-1-mirror", "hfget-2-mirrors", "aria2c-2-uris"];
+type MirrorsTool = "hfget-1-mirror" | "hfget-2-mirrors" | "aria2c-2-uris" | "hfget-2-mirrors-alt";
+const BASE_TOOLS: readonly MirrorsTool[] = ["hfget-1-mirror", "hfget-2-mirrors", "aria2c-2-uris"];
+
+/**
+ * The tools this run measures. For experiments only (reported runs leave both unset):
+ * HFGET_BENCH_MIRRORS_TOOLS="hfget-2-mirrors" runs only those; HFGET_BENCH_NODE_BIN adds
+ * "hfget-2-mirrors-alt", the same run with another build's bin/hfget.js (an A/B in one run).
+ */
+function mirrorsTools(): MirrorsTool[] {
+  const all: MirrorsTool[] = [...BASE_TOOLS];
+  if (process.env.HFGET_BENCH_NODE_BIN !== undefined) all.push("hfget-2-mirrors-alt");
+  const only = (process.env.HFGET_BENCH_MIRRORS_TOOLS ?? "").split(",").filter((t) => t !== "");
+  return only.length === 0 ? all : all.filter((t) => only.includes(t));
+}
 
 export interface MirrorsRun {
   tool: MirrorsTool;
@@ -41,7 +53,9 @@ export interface MirrorsBenchResult {
   /** Each origin's total cap, bytes/s. */
   capBytesPerS: number;
   runs: MirrorsRun[];
-  /** Median MB/s over the ok rounds, per tool. */
+  /** The tools measured, in the order run. */
+  tools: MirrorsTool[];
+  /** Median MB/s over the ok rounds, per tool (NaN when not measured). */
   mbPerS: Record<MirrorsTool, number>;
   /** hfget with both mirrors / hfget with one (target >= 1.8). */
   twoOverOne: number;
@@ -60,11 +74,26 @@ const TWO_OVER_ONE = 1.8;
  * `bytesPerSec`: each chunk from the upstream takes the next slot of one shared schedule, and the
  * upstream socket is paused until its slot comes (TCP backpressure does the rest).
  */
-async function startCappedProxy(
-  upstreamPort: number,
-  bytesPerSec: number,
-): Promise<{ url: string; close(): Promise<void> }> {
+/** What one origin sent during one run: when its first and last bytes went out, and how many. */
+interface OriginTimeline {
+  bytes: number;
+  /** ms since reset(), undefined before the first byte. */
+  firstMs: number | undefined;
+  lastMs: number;
+}
+
+interface CappedProxy {
+  url: string;
+  /** Starts a new timeline (call right before a run). */
+  reset(): void;
+  timeline(): OriginTimeline;
+  close(): Promise<void>;
+}
+
+async function startCappedProxy(upstreamPort: number, bytesPerSec: number): Promise<CappedProxy> {
   let nextFree = 0;
+  let t0 = performance.now();
+  let tl: OriginTimeline = { bytes: 0, firstMs: undefined, lastMs: 0 };
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const up = createConnection({ host: "127.0.0.1", port: upstreamPort });
@@ -82,6 +111,9 @@ async function startCappedProxy(
       const now = performance.now();
       const start = Math.max(now, nextFree);
       nextFree = start + (buf.length * 1000) / bytesPerSec;
+      tl.firstMs ??= start - t0;
+      tl.lastMs = nextFree - t0;
+      tl.bytes += buf.length;
       client.write(buf);
       const waitMs = nextFree - now;
       if (waitMs > 2) {
@@ -101,7 +133,27 @@ async function startCappedProxy(
     await new Promise<void>((r) => server.close(() => r()));
   };
   const unregister = onCleanup(close);
-  return { url: `http://127.0.0.1:${port}`, close };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    reset() {
+      t0 = performance.now();
+      tl = { bytes: 0, firstMs: undefined, lastMs: 0 };
+    },
+    timeline: () => tl,
+    close,
+  };
+}
+
+/** "origin 1: first byte 0.41 s, last 8.90 s, 134.2 MB (15.8 MB/s between)" per origin that sent bytes. */
+function phases(proxies: readonly CappedProxy[]): string {
+  return proxies
+    .map((p, i) => {
+      const t = p.timeline();
+      if (t.firstMs === undefined) return `origin ${i + 1}: no bytes`;
+      const rate = t.bytes / MB / Math.max(0.001, (t.lastMs - t.firstMs) / 1000);
+      return `origin ${i + 1}: first byte ${fmt(t.firstMs / 1000)} s, last ${fmt(t.lastMs / 1000)} s, ${fmt(t.bytes / MB, 1)} MB (${fmt(rate, 1)} MB/s between)`;
+    })
+    .join("; ");
 }
 
 /** "http://a: 134 MB, http://b: 134 MB" from hfget's --json result. */
@@ -142,15 +194,30 @@ export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }):
     e.NO_COLOR = "1";
     return e;
   };
-  const hfget = (mirrors: string[]): ToolCommand => ({
+  // For experiments only, as in the other scenarios (bench/tools.ts): node options for hfget's runs
+  // (e.g. --cpu-prof), and another build's bin for the "-alt" run.
+  const nodeArgs = (process.env.HFGET_BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
+  const hfget = (mirrors: string[], bin = HFGET_BIN): ToolCommand => ({
     cmd: process.execPath,
     // --json: the result names each endpoint's bytes (logged below: how the file was spread).
-    args: [HFGET_BIN, repo.id, "--mirror", mirrors.join(","), "--local-dir", outDir, "--quiet", "--json"],
+    args: [
+      ...nodeArgs,
+      bin,
+      repo.id,
+      "--mirror",
+      mirrors.join(","),
+      "--local-dir",
+      outDir,
+      "--quiet",
+      "--json",
+    ],
     env: env(),
   });
+  const tools = mirrorsTools();
   const commands: Record<MirrorsTool, ToolCommand> = {
     "hfget-1-mirror": hfget([a.url]),
     "hfget-2-mirrors": hfget([a.url, b.url]),
+    "hfget-2-mirrors-alt": hfget([a.url, b.url], process.env.HFGET_BENCH_NODE_BIN ?? HFGET_BIN),
     "aria2c-2-uris": TOOL_DEFS.aria2c.command({
       hubUrl: a.url,
       extraHubUrls: [b.url],
@@ -166,10 +233,11 @@ export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }):
   const failures: string[] = [];
   try {
     for (let round = 0; round < rounds; round++) {
-      for (const tool of TOOLS) {
+      for (const tool of tools) {
         await rm(base, { recursive: true, force: true });
         await mkdir(outDir, { recursive: true });
         await mkdir(scratchDir, { recursive: true });
+        for (const p of proxies) p.reset();
         const m = await runTimed(commands[tool], {
           scratchDir,
           timeoutMs: 120_000 + size / ((2 * MB) / 1000),
@@ -195,8 +263,9 @@ export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }):
         runs.push(run);
         if (tool !== "aria2c-2-uris" && error === undefined)
           log(`  ${tool} per endpoint: ${spread(m.stdout)}`);
+        log(`  ${tool} phases: ${phases(proxies)}`);
         log(
-          `mirrors round ${round + 1}/${rounds} ${tool}: ${fmt(m.wallS)} s, ${fmt(run.mbPerS, 1)} MB/s, cpu ${fmt(run.cpuS)} s${error === undefined ? ", ok" : `, FAILED: ${error}`}`,
+          `mirrors round ${round + 1}/${rounds} ${tool}: ${fmt(m.wallS)} s, ${fmt(run.mbPerS, 1)} MB/s, cpu ${fmt(run.cpuS)} s (user ${fmt(m.userS)}, sys ${fmt(m.sysS)})${error === undefined ? ", ok" : `, FAILED: ${error}`}`,
         );
       }
     }
@@ -211,6 +280,7 @@ export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }):
     "hfget-1-mirror": med("hfget-1-mirror"),
     "hfget-2-mirrors": med("hfget-2-mirrors"),
     "aria2c-2-uris": med("aria2c-2-uris"),
+    "hfget-2-mirrors-alt": med("hfget-2-mirrors-alt"),
   };
   const twoOverOne = mbPerS["hfget-2-mirrors"] / mbPerS["hfget-1-mirror"];
   return {
@@ -220,6 +290,7 @@ export async function runMirrorsBench(opts: { rounds: number; smoke: boolean }):
     rounds,
     bytes: size,
     capBytesPerS: CAP,
+    tools,
     runs,
     mbPerS,
     twoOverOne,
@@ -238,7 +309,7 @@ export function mirrorsReport(r: MirrorsBenchResult): string[] {
     "",
     "| tool | MB/s | CPU-s | hfget (2 mirrors) / tool |",
     "| --- | ---: | ---: | ---: |",
-    ...TOOLS.map(
+    ...r.tools.map(
       (t) =>
         `| ${t} | ${fmt(r.mbPerS[t], 1)} | ${fmt(cpu(t))} | ${fmt(r.mbPerS["hfget-2-mirrors"] / r.mbPerS[t])} |`,
     ),

@@ -34,9 +34,11 @@ const NAME_MIN = 24;
 const NAME_SHORT = 16;
 const ELLIPSIS = "…";
 
-const segmenter = new Intl.Segmenter();
+/** Made when first needed: building one loads ICU's break data, ~25 ms of CPU (much more on a busy machine) at every start, quiet runs included. */
+let segmenter: Intl.Segmenter | undefined;
 
 function graphemes(s: string): { text: string; width: number }[] {
+  segmenter ??= new Intl.Segmenter();
   return Array.from(segmenter.segment(s), (g) => ({ text: g.segment, width: stringWidth(g.segment) }));
 }
 

@@ -37,6 +37,56 @@ describe("source pool", () => {
     assert.deepEqual(counts, { a: 8, b: 2 }, "requests in flight follow throughput 4:1");
   });
 
+  it("the whole rate of an endpoint is measured over windows of all its requests together", () => {
+    let now = 0;
+    const pool = new SourcePool(() => now);
+    const a = src("http://a");
+    assert.equal(pool.stats(a.endpoint).rate, undefined);
+    now = 5_000; // idle until now: the pause is not its rate
+    for (let i = 0; i < 4; i++) pool.started(a.endpoint);
+    for (let t = 0; t < 1_000; t += 10) {
+      now = 5_000 + t + 10;
+      pool.received(a.endpoint, 40_000); // 4 requests x 1 MB/s
+    }
+    const rate = pool.stats(a.endpoint).rate!;
+    assert.ok(Math.abs(rate - 4_000_000) < 100_000, `rate ${rate}`);
+  });
+
+  it("the last wave: a chunk goes to the endpoint that would deliver it first, and waits for its room", () => {
+    let now = 0;
+    const pool = new SourcePool(() => now);
+    const a = src("http://a");
+    const b = src("http://b");
+    // Two endpoints capped at 16 MB/s in total.
+    for (let i = 0; i < 3; i++) pool.started(a.endpoint);
+    for (let i = 0; i < 4; i++) pool.started(b.endpoint);
+    for (let t = 0; t < 1_000; t += 10) {
+      now = t + 10;
+      pool.received(a.endpoint, 160_000);
+      pool.received(b.endpoint, 160_000);
+    }
+    // Each may have 4 connections now: a has room, b has not.
+    pool.governConnections(32, () => undefined);
+    assert.equal(pool.hasRoom(a.endpoint), true);
+    assert.equal(pool.hasRoom(b.endpoint), false);
+    const MiB = 1024 * 1024;
+    // a still has 30 MiB to send, b 6 MiB: a 2 MiB chunk is done first on b, once b has room.
+    const queued = new Map([
+      [a.endpoint, 30 * MiB],
+      [b.endpoint, 6 * MiB],
+    ]);
+    const endgame = { outstanding: (e: string) => queued.get(e) ?? 0, bytes: 2 * MiB };
+    assert.equal(pool.roomFor([a, b]), true, "before the last wave: any room will do");
+    assert.equal(pool.pick([a, b], new Set(), false), a);
+    assert.equal(pool.roomFor([a, b], endgame), false, "the last wave waits for b");
+    pool.ended(b.endpoint);
+    assert.equal(pool.roomFor([a, b], endgame), true);
+    assert.equal(pool.pick([a, b], new Set(), false, endgame), b);
+    queued.set(a.endpoint, 2 * MiB);
+    assert.equal(pool.pick([a, b], new Set(), false, endgame), a, "a is done first now");
+    assert.equal(pool.roomFor([a], endgame), true, "one source: its room alone");
+  });
+
   it("a small file goes to the lowest latency", () => {
     const pool = new SourcePool(() => 0);
     const a = src("http://a");

@@ -18,7 +18,7 @@ import { type ChunkTask, ContentChangedError, chunkTask, ExpiredUrlError, fetchC
 import { type AttemptState, type Decided, decide, FRESH_ATTEMPTS } from "./decide.js";
 import { FileJob, type FileWork, STATE_MIN_BYTES } from "./job.js";
 import { pieceSize, REQUEST_MIN, REQUEST_SECONDS, requestSize, Scheduler } from "./scheduler.js";
-import { type FileSource, SourcePool } from "./sources.js";
+import { type Endgame, type FileSource, SourcePool } from "./sources.js";
 
 export type { FileWork } from "./job.js";
 export type { FileSource } from "./sources.js";
@@ -92,6 +92,8 @@ export class Engine {
   readonly #onCallerAbort: () => void;
   /** Stops this run hearing of room on the pool's endpoints (the pool may outlive it: hfget serve). */
   readonly #ungovern: () => void;
+  /** The endpoint each chunk in flight is being fetched from now (for the endgame's balance). */
+  readonly #fetchingFrom = new Map<ChunkTask, string>();
 
   constructor(ctx: EngineContext, works: readonly FileWork[], input: EngineInput = {}) {
     this.#ctx = ctx;
@@ -105,7 +107,9 @@ export class Engine {
         open: (job) => this.#openJob(job),
         chunk: (job, task) => this.#runChunk(job, task),
         // A small file is one short request, bound by latency: only large files' chunks wait for room.
-        room: (job) => job.size <= ctx.options.chunkSize || this.#pool.roomFor(this.#open(job, NONE)),
+        room: (job) =>
+          job.size <= ctx.options.chunkSize ||
+          this.#pool.roomFor(this.#open(job, NONE), this.#endgame(job.pending[0], job.size)),
       },
       input.more === true,
     );
@@ -319,8 +323,35 @@ export class Engine {
     const first = pieces.shift()!;
     job.pending = pieces;
     job.to("probing");
-    // The first request resolves the redirect; the rest of the file waits for its answer.
+    // The first request resolves the redirect; the rest of the file waits for its answer. With
+    // several endpoints each one's first request starts now, on other workers (pick hands each
+    // idle endpoint not measured yet a request of its own): waiting for the first answer before
+    // asking the second mirror started it 0.2-0.5 s after the first (bench mirrors, busy machine).
+    job.probes = Math.min(this.#open(job, NONE).length - 1, pieces.length);
+    if (job.probes > 0) this.#sched.notify();
     await this.#runChunk(job, first);
+  }
+
+  /**
+   * The run's last wave, when it has come: every byte not yet asked of a server is less than what the
+   * requests in flight still have to send. Chunks then go to the endpoint that would deliver them
+   * first (SourcePool.pick), so the endpoints finish together. Undefined before, and for a file with
+   * one source.
+   */
+  #endgame(task: ChunkTask | undefined, fileSize: number): Endgame | undefined {
+    if (this.#fetchingFrom.size === 0) return undefined;
+    let inFlight = 0;
+    for (const t of this.#fetchingFrom.keys()) inFlight += Math.max(0, t.end - t.received);
+    if (this.#sched.unasked(inFlight) > inFlight) return undefined;
+    const from = this.#fetchingFrom;
+    return {
+      outstanding: (endpoint) => {
+        let n = 0;
+        for (const [t, e] of from) if (e === endpoint) n += Math.max(0, t.end - t.received);
+        return n;
+      },
+      bytes: task === undefined ? Math.min(fileSize, REQUEST_MIN) : task.end - task.pos,
+    };
   }
 
   /** Sources this file may still ask, less `aside`. */
@@ -383,10 +414,11 @@ export class Engine {
         task.pos = 0;
         task.received = 0;
       }
-      let source = this.#pool.pick(this.#open(job, aside), new Set(), small);
+      const endgame = multi && !small ? this.#endgame(task, job.size) : undefined;
+      let source = this.#pool.pick(this.#open(job, aside), new Set(), small, endgame);
       if (source === undefined && aside.size > 0) {
         aside.clear();
-        source = this.#pool.pick(this.#open(job, aside), new Set(), small);
+        source = this.#pool.pick(this.#open(job, aside), new Set(), small, endgame);
       }
       if (source === undefined) {
         job.running.delete(task);
@@ -400,6 +432,7 @@ export class Engine {
       const before = task.pos;
       const usedUrl = job.urls.get(endpoint);
       this.#pool.started(endpoint);
+      this.#fetchingFrom.set(task, endpoint);
       try {
         const viaResolve = usedUrl === undefined;
         // A small file is one request without Range; a larger one is fetched in bounded requests
@@ -458,6 +491,7 @@ export class Engine {
           },
         });
         this.#pool.ended(endpoint);
+        this.#fetchingFrom.delete(task);
         if (superseded()) return;
         if (outcome.kind === "range-ignored") {
           await this.#switchToWhole(job);
@@ -466,6 +500,7 @@ export class Engine {
         break;
       } catch (err) {
         this.#pool.ended(endpoint);
+        this.#fetchingFrom.delete(task);
         if (superseded()) return;
         if (err instanceof ContentChangedError) {
           await this.#restart(job, err);

@@ -56,6 +56,8 @@ export class FileJob {
   state: StateWriter | undefined;
   release: Release | undefined;
   pending: ChunkTask[] = [];
+  /** Pending chunks workers may take while the file is still probing: each other endpoint's first request. */
+  probes = 0;
   running = new Set<ChunkTask>();
   /** Per endpoint: the CDN URL, once a response told us where its bytes are. */
   readonly urls = new Map<string, string>();

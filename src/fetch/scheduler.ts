@@ -199,7 +199,9 @@ export class Scheduler {
 
   #pick(): Pick {
     for (const job of this.active) {
-      if (job.phase === "fetching" && !job.whole && job.pending.length > 0 && this.#room(job)) {
+      const open = job.phase === "fetching" || (job.phase === "probing" && job.probes > 0);
+      if (open && !job.whole && job.pending.length > 0 && this.#room(job)) {
+        if (job.phase === "probing") job.probes--;
         const task = job.pending.shift()!;
         return { run: () => this.#hooks.chunk(job, task) };
       }
