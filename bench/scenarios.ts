@@ -7,6 +7,7 @@ import { BLOBS_DIR, type Dataset, type DatasetSpec, ensureDataset, warmPageCache
 import { type BenchHub, type BenchRepoRef, startBenchHub } from "./hub.js";
 import { type Measured, runTimed } from "./measure.js";
 import { type LogMark, type Nginx, startNginx, type ThrottleMode, type Traffic } from "./nginx.js";
+import { checkPartial } from "./resume-breakdown.js";
 import { type HfgetTarget, isHfget, type RunContext, TOOLS, type Tool, type ToolName } from "./tools.js";
 import { errorMessage, fmt, GIB, log, MB, MIB, median, sampleLoad, WORK_DIR } from "./util.js";
 import { type VerifyResult, verifyOutput } from "./verify.js";
@@ -148,7 +149,8 @@ const DEFS: Record<ScenarioName, ScenarioDef> = {
       "big-throttled; SIGKILL at 50% written (/proc wchar of the tool's processes), rerun; CDN bytes from nginx's logs",
     // In smoke mode the file is small, so each connection is slowed further to land the kill mid-transfer.
     workload: (smoke) => bigWorkload(smoke ? SMOKE_BIG : GIB, 30, smoke ? 4 * MB : 10 * MB),
-    tools: ["hfget", "aria2c"],
+    // hfget-node too: `HFGET_BENCH_NODE_BIN` then runs another build's resume in the same rounds (A/B).
+    tools: ["hfget", "hfget-node", "aria2c"],
     mode: "resume",
     target: { kind: "refetch", maxPct: 2 },
   },
@@ -176,6 +178,20 @@ export interface ResumeInfo {
   cdnBytes: number;
   fetchedTwiceBytes: number;
   fetchedTwicePct: number;
+  /**
+   * hfget only: where the bytes fetched twice come from (resume-breakdown.ts). Delivered to the
+   * killed run; of them, recorded in the resume state and on disk but not recorded; the rest was
+   * unwritten at the kill. The rerun's extra: what it fetched beyond the state's gaps.
+   */
+  breakdown?: {
+    firstRunCdnBytes: number;
+    recordedBytes: number;
+    journalOnlyBytes: number;
+    unrecordedOnDiskBytes: number;
+    unwrittenBytes: number;
+    rerunExtraBytes: number;
+    stateRanges: number;
+  };
 }
 
 export interface RunRecord {
@@ -420,6 +436,12 @@ async function resumeRun(env: Env, tool: Tool, round: number): Promise<RunRecord
   }
   // nginx logs a killed connection's request when it notices the close; let it.
   await env.nginx.settle(200, 3000);
+  let firstCdn: number | undefined;
+  let partial: Awaited<ReturnType<typeof checkPartial>>;
+  if (exercised && isHfget(tool.name)) {
+    firstCdn = (await env.nginx.trafficSince(mark)).deliveredBodyBytes;
+    partial = await checkPartial(dirs.outDir, join(BLOBS_DIR, file.sha256), file.size);
+  }
   const second = exercised ? await runTimed(cmd, { scratchDir: dirs.scratchDir, timeoutMs }) : first;
   const rec = baseRecord(tool.name, round, env, second);
   rec.wallS = exercised ? first.wallS + second.wallS : first.wallS;
@@ -441,6 +463,17 @@ async function resumeRun(env: Env, tool: Tool, round: number): Promise<RunRecord
     fetchedTwiceBytes: twice,
     fetchedTwicePct: (100 * twice) / file.size,
   };
+  if (firstCdn !== undefined && partial !== undefined) {
+    rec.resume.breakdown = {
+      firstRunCdnBytes: firstCdn,
+      recordedBytes: partial.recordedBytes,
+      journalOnlyBytes: partial.journalOnlyBytes,
+      unrecordedOnDiskBytes: partial.unrecordedOnDiskBytes,
+      unwrittenBytes: firstCdn - partial.recordedBytes - partial.unrecordedOnDiskBytes,
+      rerunExtraBytes: served - firstCdn - (file.size - partial.recordedBytes),
+      stateRanges: partial.ranges,
+    };
+  }
   if (second.exitCode !== 0 || second.timedOut) {
     rec.status = "failed";
     rec.error = `rerun ${describeExit(second)}: ${second.stderrTail.trim().slice(-800)}`;
@@ -462,6 +495,11 @@ function logRun(def: ScenarioDef, work: Workload, rec: RunRecord, rounds: number
     line += r.exercised
       ? `, killed at ${fmt(r.killAtS)} s (${fmt(r.killWrittenBytes / MB, 0)} MB written), fetched twice ${fmt(r.fetchedTwicePct, 2)}%`
       : ", finished before the kill point";
+    const b = r.breakdown;
+    if (b !== undefined) {
+      const mb = (n: number) => fmt(n / MB, 1);
+      line += ` (killed run got ${mb(b.firstRunCdnBytes)} MB: ${mb(b.recordedBytes)} recorded in ${b.stateRanges} ranges (${mb(b.journalOnlyBytes)} by the journal alone), ${mb(b.unrecordedOnDiskBytes)} on disk unrecorded, ${mb(b.unwrittenBytes)} unwritten; rerun extra ${mb(b.rerunExtraBytes)} MB)`;
+    }
   }
   line += rec.status === "ok" ? ", ok" : `, ${rec.status.toUpperCase()}: ${rec.error ?? ""}`;
   log(line);

@@ -280,6 +280,7 @@ describe("hfget cache prune", () => {
       const stale = [
         `${id}.hfget-partial`,
         `${id}.hfget-partial.json`,
+        `${id}.hfget-partial.json.log`,
         `${"b".repeat(64)}.1234abcd.incomplete`,
       ];
       for (const n of stale) {
@@ -294,7 +295,7 @@ describe("hfget cache prune", () => {
 
       const dry = await runCli(["cache", "prune", "--dry-run"], { env });
       assert.equal(dry.code, 0, show(dry));
-      assert.match(dry.stdout, /3 partial file\(s\)/);
+      assert.match(dry.stdout, /4 partial file\(s\)/);
       assert.ok(existsSync(join(blobs, stale[0]!)));
       const r = await runCli(["cache", "prune", "--yes"], { env });
       assert.equal(r.code, 0, show(r));

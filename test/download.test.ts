@@ -18,6 +18,7 @@ import {
   BIN,
   cacheProblems,
   cleanEnv,
+  readState,
   repoCacheDir,
   runCli,
   sha256File,
@@ -349,7 +350,8 @@ describe("hfget <repo>: download into the cache", () => {
     );
     hub.faults.length = 0;
     assert.equal(first.signal, "SIGKILL", `first run should have been killed: ${first.stderr}`);
-    done = (JSON.parse(readFileSync(statePath, "utf8")) as { done: [number, number][] }).done;
+    // What the rerun trusts: the JSON and its journal.
+    done = readState(statePath)?.done ?? [];
     const doneBytes = done.reduce((n, [s, e]) => n + e - s, 0);
     assert.ok(doneBytes > 0 && doneBytes < file.size, `state records ${doneBytes} bytes`);
 

@@ -7,6 +7,7 @@ import { dirname, join, resolve } from "node:path";
 import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { isPartialName } from "../src/cache/paths.js";
+import { journalPath, readJournal } from "../src/state.js";
 import { type FakeHub, type FakeRepo, type StartOptions, startFakeHub } from "./fakehub/index.js";
 
 /** The repo's top folder (tests run from dist/test/). */
@@ -272,12 +273,27 @@ export interface SavedState {
   readonly done: [number, number][];
 }
 
+/**
+ * The resume state as a rerun trusts it: the JSON's done ranges plus those its journal (`<state>.log`,
+ * when the JSON names it by token) records, merged.
+ */
 export function readState(path: string): SavedState | undefined {
+  let st: SavedState & { log?: string };
   try {
-    return JSON.parse(readFileSync(path, "utf8")) as SavedState;
+    st = JSON.parse(readFileSync(path, "utf8")) as SavedState & { log?: string };
   } catch {
     return undefined;
   }
+  const logged = typeof st.log === "string" ? readJournal(journalPath(path), st.log, st.size) : undefined;
+  if (logged === undefined || logged.length === 0 || !Array.isArray(st.done)) return st;
+  const all = [...st.done, ...logged.map(([a, b]): [number, number] => [a, b])].sort((x, y) => x[0] - y[0]);
+  const done: [number, number][] = [];
+  for (const [a, b] of all) {
+    const last = done[done.length - 1];
+    if (last !== undefined && a <= last[1]) last[1] = Math.max(last[1], b);
+    else done.push([a, b]);
+  }
+  return { ...st, done };
 }
 
 /**

@@ -3,6 +3,7 @@ import { copyFile, link, lstat, readlink, realpath, rename, rm, symlink } from "
 import { dirname, sep } from "node:path";
 import { HfgetError } from "../errors.js";
 import { blobId, expectedHash, type RepoFile } from "../hub/types.js";
+import { removeState } from "../state.js";
 import { openNoFollow, tmpName } from "../util/atomic-write.js";
 import { diskError } from "../util/io-error.js";
 import { fileMatches } from "../verify.js";
@@ -344,5 +345,5 @@ export { openNoFollow };
 /** Removes a file's partial bytes and state (after a verification failure). */
 export async function discardIncomplete(placement: Placement): Promise<void> {
   await rm(placement.incomplete, { force: true });
-  await rm(placement.state, { force: true });
+  await removeState(placement.state);
 }

@@ -17,12 +17,17 @@ import { type RepoRef, repoFolderName } from "../repo.js";
 
 /** Suffix of hfget's partial file (cache blob or local-dir file). */
 export const PARTIAL_SUFFIX = ".hfget-partial";
-/** Suffix of the resume state beside it (written through `<state>.tmp`). */
+/** Suffix of the resume state beside it (written through `<state>.tmp`, its journal `<state>.log`). */
 export const STATE_SUFFIX = ".hfget-partial.json";
 
 /** True for a name (or path) hfget uses for a download in progress: partial bytes, resume state, its temp. */
 export function isPartialName(name: string): boolean {
-  return name.endsWith(PARTIAL_SUFFIX) || name.endsWith(STATE_SUFFIX) || name.endsWith(`${STATE_SUFFIX}.tmp`);
+  return (
+    name.endsWith(PARTIAL_SUFFIX) ||
+    name.endsWith(STATE_SUFFIX) ||
+    name.endsWith(`${STATE_SUFFIX}.tmp`) ||
+    name.endsWith(`${STATE_SUFFIX}.log`)
+  );
 }
 /**
  * A repo-relative path whose "/"-separated segments are all names (none empty, `.` or `..`), which

@@ -270,13 +270,18 @@ export class Engine {
       }
       // Preallocate (sparse): chunks write at their own offsets, and the size tells a resumable file.
       await fh.truncate(file.size);
-      job.state = new StateWriter(placement.state, () => ({
-        version: 1,
-        size: file.size,
-        hash: identity.hash,
-        etag: job.etag,
-        done: job.written.toJSON(),
-      }));
+      job.state = new StateWriter(
+        placement.state,
+        () => ({
+          version: 1,
+          size: file.size,
+          hash: identity.hash,
+          etag: job.etag,
+          done: job.written.toJSON(),
+        }),
+        // Each write's range is journaled as it lands: kill -9 loses no written byte (state.ts).
+        { journal: saved?.log ?? true },
+      );
     }
     this.#newPump(job, expected);
     this.#ctx.emit({ type: "file-start", path: job.path, size: job.size, resumedBytes: job.written.total });
@@ -497,7 +502,7 @@ export class Engine {
             job.wrote(endpoint, offset, offset + buf.length);
             this.#pool.received(endpoint, buf.length);
             job.pump?.onWritten(offset, buf);
-            job.state?.touch(buf.length);
+            job.state?.wrote(offset, offset + buf.length);
             this.#ctx.emit({ type: "bytes", path: what, bytes: buf.length });
           },
         });
@@ -645,6 +650,7 @@ export class Engine {
     job.running.clear();
     job.suspect = next;
     job.written = subtract(job.written.toJSON(), theirs, job.size);
+    job.state?.reset();
     job.rangesBy.delete(next);
     this.#newPump(job);
     await this.#start(job);
