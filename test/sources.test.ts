@@ -5,6 +5,7 @@ import { rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { describe, it } from "node:test";
 import { HfgetError, isHfgetError } from "../src/errors.js";
+import { DEFAULT_CONN_CONTROL } from "../src/fetch/conns.js";
 import { decide, FRESH_ATTEMPTS } from "../src/fetch/decide.js";
 import { DOWN_AFTER, DOWN_MS, type FileSource, SourcePool } from "../src/fetch/sources.js";
 import { lineReporter } from "../src/progress.js";
@@ -58,14 +59,16 @@ describe("source pool", () => {
     const a = src("http://a");
     const b = src("http://b");
     // Two endpoints capped at 16 MB/s in total.
-    for (let i = 0; i < 3; i++) pool.started(a.endpoint);
-    for (let i = 0; i < 4; i++) pool.started(b.endpoint);
+    // One connection short of the starting count on a, all of it on b.
+    const initial = DEFAULT_CONN_CONTROL.initial;
+    for (let i = 0; i < initial - 1; i++) pool.started(a.endpoint);
+    for (let i = 0; i < initial; i++) pool.started(b.endpoint);
     for (let t = 0; t < 1_000; t += 10) {
       now = t + 10;
       pool.received(a.endpoint, 160_000);
       pool.received(b.endpoint, 160_000);
     }
-    // Each may have 4 connections now: a has room, b has not.
+    // Each may have `initial` connections now: a has room, b has not.
     pool.governConnections(32, () => undefined);
     assert.equal(pool.hasRoom(a.endpoint), true);
     assert.equal(pool.hasRoom(b.endpoint), false);
