@@ -107,9 +107,15 @@ export class Engine {
         open: (job) => this.#openJob(job),
         chunk: (job, task) => this.#runChunk(job, task),
         // A small file is one short request, bound by latency: only large files' chunks wait for room.
-        room: (job) =>
-          job.size <= ctx.options.chunkSize ||
-          this.#pool.roomFor(this.#open(job, NONE), this.#endgame(job.pending[0], job.size)),
+        room: (job) => {
+          if (job.size <= ctx.options.chunkSize) return true;
+          const open = this.#open(job, NONE);
+          // The endgame only balances several sources: not worked out on every pick for one.
+          return this.#pool.roomFor(
+            open,
+            open.length > 1 ? this.#endgame(job.pending[0], job.size) : undefined,
+          );
+        },
       },
       input.more === true,
     );
