@@ -210,7 +210,6 @@ export class StateWriter {
           return;
         }
       }
-      const fresh = randomBytes(8).toString("hex");
       let fd: number;
       try {
         fd = openSync(path, flags | constants.O_TRUNC);
@@ -222,13 +221,26 @@ export class StateWriter {
         fd = openSync(path, flags | constants.O_TRUNC);
       }
       this.#fd = fd;
-      this.#token = fresh;
-      this.#records = 0;
-      this.#append(journalHeader(fresh));
+      this.#startJournal();
     } catch {
       // No journal (read-only or full disk, odd filesystem): the throttled JSON saves alone, as before.
       this.#dropJournal();
     }
+  }
+
+  /** The journal (open, empty) starts over under a new token: its header and no records. */
+  #startJournal(): void {
+    const fresh = randomBytes(8).toString("hex");
+    this.#token = fresh;
+    this.#records = 0;
+    this.#append(journalHeader(fresh));
+  }
+
+  /** Appends one record; false (and the journal dropped) when it could not be written. */
+  #appendRange(start: number, end: number): boolean {
+    this.#record.writeDoubleLE(start, 0);
+    this.#record.writeDoubleLE(end, 8);
+    return this.#append(this.#record);
   }
 
   #append(buf: Buffer): boolean {
@@ -260,9 +272,7 @@ export class StateWriter {
   wrote(start: number, end: number): void {
     if (this.#closed) return;
     if (this.#fd !== undefined) {
-      this.#record.writeDoubleLE(start, 0);
-      this.#record.writeDoubleLE(end, 8);
-      if (this.#append(this.#record)) {
+      if (this.#appendRange(start, end)) {
         this.#records++;
         this.#carry?.push(start, end);
         if (this.#records >= JOURNAL_MAX_RECORDS && this.#carry === undefined) {
@@ -283,12 +293,9 @@ export class StateWriter {
     this.#epoch++;
     this.#carry = undefined;
     if (this.#fd !== undefined) {
-      const fresh = randomBytes(8).toString("hex");
       try {
         ftruncateSync(this.#fd, 0);
-        this.#token = fresh;
-        this.#records = 0;
-        this.#append(journalHeader(fresh));
+        this.#startJournal();
       } catch {
         this.#dropJournal();
         this.#token = undefined;
@@ -352,9 +359,7 @@ export class StateWriter {
         ftruncateSync(this.#fd, HEADER);
         this.#records = 0;
         for (let i = 0; i + 1 < carry.length; i += 2) {
-          this.#record.writeDoubleLE(carry[i]!, 0);
-          this.#record.writeDoubleLE(carry[i + 1]!, 8);
-          if (!this.#append(this.#record)) return;
+          if (!this.#appendRange(carry[i]!, carry[i + 1]!)) return;
           this.#records++;
         }
       } catch {
