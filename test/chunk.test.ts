@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:http";
 import { createServer as createNetServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { chunkTask, fetchChunk } from "../src/fetch/chunk.js";
+import { type ChunkRequest, type ChunkTask, chunkTask, fetchChunk } from "../src/fetch/chunk.js";
 import { createDispatcher, HttpClient } from "../src/hub/http.js";
 import { tempDir } from "./helpers.js";
 
@@ -43,6 +43,30 @@ function rangeServer(data: Buffer) {
   return { server, seen };
 }
 
+/** A request for `task` of the file at `${base}${urlPath}`, written to `fh`; `more` adds or overrides fields. */
+function chunkRequest(
+  base: string,
+  urlPath: string,
+  file: { readonly fh: ChunkRequest["fh"]; readonly path: string; readonly size: number },
+  task: ChunkTask,
+  more: Partial<ChunkRequest> & Pick<ChunkRequest, "onWritten">,
+): ChunkRequest {
+  return {
+    http: new HttpClient({ endpoint: base, dispatcher: createDispatcher({ timeoutMs: 10_000 }) }),
+    endpointOrigin: base,
+    url: `${base}${urlPath}`,
+    size: file.size,
+    task,
+    fh: file.fh,
+    wholeFile: false,
+    signal: new AbortController().signal,
+    what: "f",
+    filePath: file.path,
+    expectEtag: undefined,
+    ...more,
+  };
+}
+
 describe("chunk fetcher (body read straight from undici's dispatch handler)", () => {
   it("fetches a chunk as bounded Range requests on one kept-alive connection, every byte at its offset", async () => {
     const data = randomBytes(3 * 1024 * 1024 + 12345);
@@ -52,29 +76,19 @@ describe("chunk fetcher (body read straight from undici's dispatch handler)", ()
     const path = join(dir, "f");
     const fh = await open(path, "w+");
     try {
-      const http = new HttpClient({ endpoint: base, dispatcher: createDispatcher({ timeoutMs: 10_000 }) });
       const task = chunkTask(1000, data.length);
       const written: [number, number][] = [];
       let responses = 0;
-      const out = await fetchChunk({
-        http,
-        endpointOrigin: base,
-        url: `${base}/f`,
-        size: data.length,
-        task,
-        fh,
-        wholeFile: false,
-        signal: new AbortController().signal,
-        what: "f",
-        filePath: path,
-        expectEtag: undefined,
-        requestEnd: (t) => t.pos + 1024 * 1024,
-        onResponse: () => responses++,
-        onWritten: (offset, buf) => {
-          assert.ok(buf.equals(data.subarray(offset, offset + buf.length)), `bytes at ${offset}`);
-          written.push([offset, buf.length]);
-        },
-      });
+      const out = await fetchChunk(
+        chunkRequest(base, "/f", { fh, path, size: data.length }, task, {
+          requestEnd: (t) => t.pos + 1024 * 1024,
+          onResponse: () => responses++,
+          onWritten: (offset, buf) => {
+            assert.ok(buf.equals(data.subarray(offset, offset + buf.length)), `bytes at ${offset}`);
+            written.push([offset, buf.length]);
+          },
+        }),
+      );
       assert.equal(out.kind, "done");
       assert.equal(task.pos, data.length);
       assert.equal(responses, 4);
@@ -116,28 +130,18 @@ describe("chunk fetcher (body read straight from undici's dispatch handler)", ()
     const path = join(dir, "f");
     const fh = await open(path, "w+");
     try {
-      const http = new HttpClient({ endpoint: base, dispatcher: createDispatcher({ timeoutMs: 10_000 }) });
-      const task = chunkTask(0, data.length);
       let writes = 0;
-      const out = await fetchChunk({
-        http,
-        endpointOrigin: base,
-        url: `${base}/f`,
-        size: data.length,
-        task,
-        fh,
-        wholeFile: true,
-        signal: new AbortController().signal,
-        what: "f",
-        filePath: path,
-        expectEtag: undefined,
-        onWritten: () => {
-          writes++;
-          // Slow the writer down: the server closes meanwhile.
-          const until = Date.now() + 5;
-          while (Date.now() < until);
-        },
-      });
+      const out = await fetchChunk(
+        chunkRequest(base, "/f", { fh, path, size: data.length }, chunkTask(0, data.length), {
+          wholeFile: true,
+          onWritten: () => {
+            writes++;
+            // Slow the writer down: the server closes meanwhile.
+            const until = Date.now() + 5;
+            while (Date.now() < until);
+          },
+        }),
+      );
       assert.equal(out.kind, "done");
       assert.ok(writes >= 4, `writes ${writes}`);
       await fh.close();
@@ -165,21 +169,11 @@ describe("chunk fetcher (body read straight from undici's dispatch handler)", ()
     const path = join(dir, "f");
     const fh = await open(path, "w+");
     try {
-      const http = new HttpClient({ endpoint: base, dispatcher: createDispatcher({ timeoutMs: 10_000 }) });
-      const req = () => ({
-        http,
-        endpointOrigin: base,
-        url: `${base}/org/name/resolve/main/f`,
-        size: 100,
-        task: chunkTask(0, 100),
-        fh,
-        wholeFile: false,
-        signal: new AbortController().signal,
-        what: "file f",
-        filePath: path,
-        expectEtag: undefined,
-        onWritten: () => undefined,
-      });
+      const req = () =>
+        chunkRequest(base, "/org/name/resolve/main/f", { fh, path, size: 100 }, chunkTask(0, 100), {
+          what: "file f",
+          onWritten: () => undefined,
+        });
       await assert.rejects(fetchChunk(req()), (e: Error & { code?: string }) => {
         assert.equal(e.code, "ENTRY_NOT_FOUND");
         assert.match(e.message, /Entry not found here/);
