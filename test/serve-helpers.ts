@@ -1,7 +1,52 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { BIN, cleanEnv } from "./helpers.js";
+import { createDispatcher } from "../src/hub/http.js";
+import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
+import { BIN, cleanEnv, tempDir } from "./helpers.js";
+
+/** The engine settings the library-server tests use unless they say otherwise. */
+const TEST_SERVE_ENGINE: ServeOptions["engine"] = {
+  connections: 4,
+  maxFiles: 4,
+  chunkSize: 1 << 20,
+  retries: 1,
+  timeoutMs: 10_000,
+};
+
+/**
+ * The library server (startServer) in front of `upstreams`, on 127.0.0.1, with test-sized settings
+ * (`defaults`: the engine's and the client dispatcher's timeout) overridden by `extra`; `fn` runs,
+ * then the server closes. `fn` gets the server, its log lines and its cache folder.
+ */
+export async function withServeServer<T>(
+  upstreams: readonly string[],
+  extra: Partial<ServeOptions>,
+  fn: (srv: ServeHandle, logs: string[], cacheDir: string) => Promise<T>,
+  defaults: { readonly engine?: ServeOptions["engine"]; readonly dispatcherTimeoutMs?: number } = {},
+): Promise<T> {
+  const dispatcher = createDispatcher({ timeoutMs: defaults.dispatcherTimeoutMs ?? 10_000 });
+  const logs: string[] = [];
+  const cacheDir = extra.cacheDir ?? tempDir();
+  const srv = await startServer({
+    upstreams,
+    cacheDir,
+    host: "127.0.0.1",
+    port: 0,
+    offline: false,
+    revalidateMs: 60_000,
+    engine: defaults.engine ?? TEST_SERVE_ENGINE,
+    dispatcher,
+    log: (l) => logs.push(l),
+    ...extra,
+  });
+  try {
+    return await fn(srv, logs, cacheDir);
+  } finally {
+    await srv.close(1000);
+    await dispatcher.destroy();
+  }
+}
 
 /** A running `hfget serve` process (the real CLI), its URL, and what it wrote. */
 export interface ServeProcess {

@@ -8,8 +8,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { DOWN_AFTER } from "../src/fetch/sources.js";
-import { createDispatcher } from "../src/hub/http.js";
-import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
+import type { ServeHandle, ServeOptions } from "../src/serve/server.js";
 import {
   type FakeHub,
   type FakeRepo,
@@ -22,7 +21,7 @@ import {
 } from "./fakehub/index.js";
 import { blobProblems, cleanEnv, tempDir, waitFor } from "./helpers.js";
 import { runPython, skipWithoutPython } from "./pyclient.js";
-import { metricValue } from "./serve-helpers.js";
+import { metricValue, withServeServer } from "./serve-helpers.js";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const KiB = 1024;
@@ -40,32 +39,15 @@ async function withHubs<T>(repoSets: FakeRepo[][], fn: (hubs: FakeHub[]) => Prom
 }
 
 /** The library server in front of `upstreams`, small chunks; `fn` runs, then it closes. */
-async function withServer<T>(
+function withServer<T>(
   upstreams: readonly string[],
   extra: Partial<ServeOptions>,
   fn: (srv: ServeHandle, logs: string[], cacheDir: string) => Promise<T>,
 ): Promise<T> {
-  const dispatcher = createDispatcher({ timeoutMs: extra.engine?.timeoutMs ?? 5_000 });
-  const logs: string[] = [];
-  const cacheDir = tempDir();
-  const srv = await startServer({
-    upstreams,
-    cacheDir,
-    host: "127.0.0.1",
-    port: 0,
-    offline: false,
-    revalidateMs: 60_000,
+  return withServeServer(upstreams, extra, fn, {
     engine: { connections: 4, maxFiles: 4, chunkSize: CHUNK, retries: 1, timeoutMs: 5_000 },
-    dispatcher,
-    log: (l) => logs.push(l),
-    ...extra,
+    dispatcherTimeoutMs: extra.engine?.timeoutMs ?? 5_000,
   });
-  try {
-    return await fn(srv, logs, cacheDir);
-  } finally {
-    await srv.close(1000);
-    await dispatcher.destroy();
-  }
 }
 
 async function get(url: string): Promise<{ status: number; body: Buffer; headers: Headers }> {

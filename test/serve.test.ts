@@ -9,7 +9,7 @@ import { AccessMemory, publicRepoFromInfo } from "../src/serve/access.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
 import { type FakeHub, fileFromBuffer, makeRepo, randomBytesSeeded, TEST_TOKEN } from "./fakehub/index.js";
 import { blobProblems, cleanEnv, runCli, tempDir, waitFor, withHub } from "./helpers.js";
-import { getHashed, metricValue, startServeProcess } from "./serve-helpers.js";
+import { getHashed, metricValue, startServeProcess, withServeServer } from "./serve-helpers.js";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
@@ -103,32 +103,12 @@ test("serve smoke: API, resolve HEAD/GET, Range, bad paths", async () => {
 });
 
 /** The library server in front of `hub`, with test-sized engine settings; `fn` runs, then it closes. */
-async function withServer<T>(
+function withServer<T>(
   hub: FakeHub,
   extra: Partial<ServeOptions>,
   fn: (srv: ServeHandle, logs: string[], cacheDir: string) => Promise<T>,
 ): Promise<T> {
-  const dispatcher = createDispatcher({ timeoutMs: 10_000 });
-  const logs: string[] = [];
-  const cacheDir = extra.cacheDir ?? tempDir();
-  const srv = await startServer({
-    upstreams: [hub.url],
-    cacheDir,
-    host: "127.0.0.1",
-    port: 0,
-    offline: false,
-    revalidateMs: 60_000,
-    engine: { connections: 4, maxFiles: 4, chunkSize: 1 << 20, retries: 1, timeoutMs: 10_000 },
-    dispatcher,
-    log: (l) => logs.push(l),
-    ...extra,
-  });
-  try {
-    return await fn(srv, logs, cacheDir);
-  } finally {
-    await srv.close(1000);
-    await dispatcher.destroy();
-  }
+  return withServeServer([hub.url], extra, fn);
 }
 
 async function get(

@@ -10,13 +10,12 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
 import { isHfgetError } from "../src/errors.js";
-import { createDispatcher } from "../src/hub/http.js";
-import { startServer } from "../src/serve/server.js";
 import { RangeSet } from "../src/util/range-set.js";
 import { createHashPump, HashThread, hashThreadStats, ThreadHashPump } from "../src/verify.js";
 import { runEngine } from "./enginekit.js";
 import { fileFromBuffer, makeRepo, randomBytesSeeded, startFakeHub } from "./fakehub/index.js";
 import { tempDir, waitFor, withHub } from "./helpers.js";
+import { withServeServer } from "./serve-helpers.js";
 
 const MiB = 1024 * 1024;
 const dirs: string[] = [];
@@ -342,45 +341,38 @@ describe("hfget serve on the hash thread's path", () => {
     await withHub([repo], {}, async (hub) => {
       hub.faults.push({ server: "cdn", times: 10_000, fault: { type: "throttle", bytesPerSec: 1 * MiB } });
       const cacheDir = scratch();
-      const dispatcher = createDispatcher({ timeoutMs: 20_000 });
-      const srv = await startServer({
-        upstreams: [hub.url],
-        cacheDir,
-        host: "127.0.0.1",
-        port: 0,
-        offline: false,
-        revalidateMs: 60_000,
-        engine: {
-          connections: 2,
-          maxFiles: 1,
-          chunkSize: 1 << 20,
-          retries: 1,
-          timeoutMs: 20_000,
-          hashThreadMinBytes: 0,
+      await withServeServer(
+        [hub.url],
+        { cacheDir, log: () => undefined },
+        async (srv) => {
+          const blob = join(cacheDir, "models--org--stream", "blobs", sha256(data));
+          const r = await fetch(`${srv.url}/org/stream/resolve/main/w.bin`);
+          assert.equal(r.status, 200);
+          const reader = r.body!.getReader();
+          const parts: Buffer[] = [];
+          let committedAtFirstBytes: boolean | undefined;
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            committedAtFirstBytes ??= existsSync(blob);
+            parts.push(Buffer.from(value));
+          }
+          assert.equal(committedAtFirstBytes, false, "the first bytes came only once the blob was committed");
+          assert.equal(sha256(Buffer.concat(parts)), sha256(data));
+          await waitFor(() => existsSync(blob), 10_000, "the blob committed");
         },
-        dispatcher,
-        log: () => undefined,
-      });
-      try {
-        const blob = join(cacheDir, "models--org--stream", "blobs", sha256(data));
-        const r = await fetch(`${srv.url}/org/stream/resolve/main/w.bin`);
-        assert.equal(r.status, 200);
-        const reader = r.body!.getReader();
-        const parts: Buffer[] = [];
-        let committedAtFirstBytes: boolean | undefined;
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          committedAtFirstBytes ??= existsSync(blob);
-          parts.push(Buffer.from(value));
-        }
-        assert.equal(committedAtFirstBytes, false, "the first bytes came only once the blob was committed");
-        assert.equal(sha256(Buffer.concat(parts)), sha256(data));
-        await waitFor(() => existsSync(blob), 10_000, "the blob committed");
-      } finally {
-        await srv.close(1000);
-        await dispatcher.destroy();
-      }
+        {
+          engine: {
+            connections: 2,
+            maxFiles: 1,
+            chunkSize: 1 << 20,
+            retries: 1,
+            timeoutMs: 20_000,
+            hashThreadMinBytes: 0,
+          },
+          dispatcherTimeoutMs: 20_000,
+        },
+      );
     });
   });
 });
