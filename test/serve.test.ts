@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import type { ServerResponse } from "node:http";
 import { join } from "node:path";
 import { test } from "node:test";
+import type { Placement } from "../src/cache/commit.js";
 import { buildServeConfig } from "../src/config.js";
 import { createDispatcher } from "../src/hub/http.js";
 import { AccessMemory, publicRepoFromInfo } from "../src/serve/access.js";
+import { BlobStore, type BlobStoreOptions, Fetch } from "../src/serve/blobs.js";
+import { Metrics } from "../src/serve/metrics.js";
 import { type ServeHandle, type ServeOptions, startServer } from "../src/serve/server.js";
 import { type FakeHub, fileFromBuffer, makeRepo, randomBytesSeeded, TEST_TOKEN } from "./fakehub/index.js";
 import { blobProblems, cleanEnv, runCli, tempDir, waitFor, withHub } from "./helpers.js";
@@ -754,4 +759,41 @@ test("a client that stops reading does not stall another client of the same blob
       );
     });
   });
+});
+
+test("a blob stream whose response is cut while its read is in flight returns and closes the file", async () => {
+  const blob = join(tempDir(), "blob");
+  writeFileSync(blob, Buffer.alloc(600_000, 1));
+  // stream() uses only the metrics of the store's options and the placement's partial path.
+  const store = new BlobStore({ metrics: new Metrics() } as unknown as BlobStoreOptions);
+  const f = new Fetch(600_000, { incomplete: blob } as unknown as Placement, blob);
+  f.state = "done";
+  // f.cut() on a hash failure lands while fh.read is in flight: the write is refused and 'close'
+  // was already emitted, so nothing will ever wake a wait for 'drain' or 'close'.
+  const res = Object.assign(new EventEmitter(), {
+    destroyed: false,
+    writes: 0,
+    write(): boolean {
+      res.writes++;
+      res.destroyed = true;
+      res.emit("close");
+      return false;
+    },
+    end(): void {},
+    destroy(): void {
+      res.destroyed = true;
+    },
+  });
+  const fds = readdirSync("/proc/self/fd").length;
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([
+    store.stream(f, res as unknown as ServerResponse, 0, 599_999).then(() => "returned"),
+    new Promise<string>((r) => {
+      timer = setTimeout(r, 3000, "hung");
+    }),
+  ]);
+  clearTimeout(timer);
+  assert.equal(outcome, "returned");
+  assert.equal(res.writes, 1);
+  assert.equal(readdirSync("/proc/self/fd").length, fds, "the blob's file handle is closed");
 });

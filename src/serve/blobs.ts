@@ -259,7 +259,9 @@ export class BlobStore {
         if (bytesRead === 0) throw new Error("blob shorter than its released prefix");
         pos += bytesRead;
         metrics.bytesServedWhileFetching += bytesRead;
-        if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) {
+        // A response cut while the read was in flight (f.cut() on a hash failure) refuses the write
+        // and has already emitted 'close': waiting for it then would hang, holding the file open.
+        if (!res.write(Buffer.from(buf.subarray(0, bytesRead))) && !res.destroyed) {
           await new Promise<void>((r) => {
             const done = (): void => {
               res.off("drain", done);
