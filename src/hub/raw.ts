@@ -141,44 +141,37 @@ export function dispatchRaw(
         if (!finished) controller?.abort(new Dropped());
       },
       dump(limit = DUMP_LIMIT) {
-        return new Promise((res) => {
-          let got = 0;
-          body.read(
-            (chunk) => {
-              got += chunk.length;
-              if (got > limit) {
-                // Not from inside the parser's callback: pause now, drop just after.
-                body.pause();
-                queueMicrotask(() => body.destroy());
-                res();
-              }
-            },
-            res,
-            () => res(),
-          );
-        });
+        return readUpTo(limit);
       },
       text(limit) {
-        return new Promise((res) => {
-          const parts: Buffer[] = [];
-          let got = 0;
-          const done = () => res(Buffer.concat(parts).toString("utf8"));
-          body.read(
-            (chunk) => {
-              parts.push(Buffer.from(chunk));
-              got += chunk.length;
-              if (got >= limit) {
-                body.pause();
-                queueMicrotask(() => body.destroy());
-                done();
-              }
-            },
-            done,
-            done,
-          );
-        });
+        const parts: Buffer[] = [];
+        return readUpTo(limit, (chunk) => parts.push(Buffer.from(chunk))).then(() =>
+          Buffer.concat(parts).toString("utf8"),
+        );
       },
     };
+    /**
+     * Reads to the end, handing each chunk to `keep`; past `limit` bytes the rest is dropped (with the
+     * connection). Never rejects: a body cut short is what it is.
+     */
+    const readUpTo = (limit: number, keep?: (chunk: Buffer) => void): Promise<void> =>
+      new Promise((res) => {
+        let got = 0;
+        body.read(
+          (chunk) => {
+            keep?.(chunk);
+            got += chunk.length;
+            if (got > limit) {
+              // Not from inside the parser's callback: pause now, drop just after.
+              body.pause();
+              queueMicrotask(() => body.destroy());
+              res();
+            }
+          },
+          res,
+          () => res(),
+        );
+      });
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
         controller = c;
