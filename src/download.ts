@@ -1,7 +1,13 @@
 import { constants } from "node:fs";
 import { access, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { cachePlacement, localDirPlacement, type Placement, SafeDirs } from "./cache/commit.js";
+import {
+  cachePlacement,
+  type HashedLocal,
+  localDirPlacement,
+  type Placement,
+  SafeDirs,
+} from "./cache/commit.js";
 import { makeDirs } from "./cache/dirs.js";
 import { cachePaths, localDirPaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
@@ -295,8 +301,17 @@ async function fetchAll(
   // another repo of the cache after re-hashing it (and the engine fetches when none verifies).
   const reuseOf = (f: RepoFile): readonly string[] =>
     planOf(f).action === "reuse" ? (surveys.get(f.path)?.reuseFrom ?? []) : [];
+  /** A local-dir file the survey hashed right (not hashed again under the lock while unchanged). */
+  const hashedOf = (f: RepoFile): HashedLocal | undefined => {
+    const s = surveys.get(f.path);
+    return s?.localHashOk === true && s.localSize !== undefined && s.localMtimeMs !== undefined
+      ? { size: s.localSize, mtimeMs: s.localMtimeMs }
+      : undefined;
+  };
   const placementOf = (f: RepoFile): Placement =>
-    local ? localDirPlacement(local, commit, f, dirs) : cachePlacement(cache, commit, f, dirs, reuseOf(f));
+    local
+      ? localDirPlacement(local, commit, f, dirs, hashedOf(f))
+      : cachePlacement(cache, commit, f, dirs, reuseOf(f));
   const surveyBatch = surveyor(target);
   const planBatch = async (batch: readonly RepoFile[]): Promise<FileWork[]> => {
     const surveyed = await surveyBatch(batch);

@@ -257,11 +257,22 @@ export function cachePlacement(
   };
 }
 
+/** A local-dir file whose bytes the plan's survey hashed right, as it was then (lstat size, mtime). */
+export interface HashedLocal {
+  readonly size: number;
+  readonly mtimeMs: number;
+}
+
+/**
+ * `hashed`: the survey already hashed the file right; under the lock it is trusted without hashing
+ * it again while its size and mtime are still those (huggingface_hub's own trust rests on mtime).
+ */
 export function localDirPlacement(
   paths: LocalDirPaths,
   commit: string,
   file: RepoFile,
   dirs: SafeDirs,
+  hashed?: HashedLocal,
 ): Placement {
   // Paths joined when asked for, as in cachePlacement.
   const dest = () => paths.file(file.path);
@@ -309,7 +320,8 @@ export function localDirPlacement(
         if (meta?.commit !== commit) await writeMetadata().catch(() => undefined);
         return true;
       }
-      if (!(await fileMatches(d, expected, file.size))) return false;
+      const same = hashed !== undefined && hashed.size === st.size && hashed.mtimeMs === st.mtimeMs;
+      if (!same && !(await fileMatches(d, expected, file.size))) return false;
       await writeMetadata().catch(() => undefined);
       return true;
     },
