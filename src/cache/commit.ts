@@ -186,6 +186,30 @@ async function reuseBlob(
  * `reuseFrom`: the survey's candidates for this blob under other repos (the plan's `reuse`); tried,
  * under the lock, when the blob is not here yet.
  */
+/**
+ * A placement's partial file path. It is asked for ~8 times while the file is in flight (lock, open,
+ * every request, close, commit): joined once then, and let go once committed (path.join was ~5% of
+ * the main thread's CPU in many-files, perf). `prepare` makes its folder, checked against symlinks.
+ */
+function partialPath(join: () => string, dirs: SafeDirs) {
+  let path: string | undefined;
+  const get = (): string => {
+    path ??= join();
+    return path;
+  };
+  return {
+    get,
+    forget(): void {
+      path = undefined;
+    },
+    prepare(): Promise<void> {
+      const p = get();
+      const check = dirs.ready(dirname(p));
+      return check === undefined ? Promise.resolve() : guard(check, p);
+    },
+  };
+}
+
 export function cachePlacement(
   paths: CachePaths,
   commit: string,
@@ -204,23 +228,12 @@ export function cachePlacement(
     if (ready !== undefined) await ready;
     await placeLink(l, blobLinkTarget(file.path, id), blob());
   };
-  // The partial's path is asked for ~8 times while the file is in flight (lock, open, every request,
-  // close, commit): joined once then, and let go once committed (path.join was ~5% of the main
-  // thread's CPU in many-files, perf).
-  let partial: string | undefined;
-  const incomplete = () => {
-    partial ??= paths.incomplete(id);
-    return partial;
-  };
+  const partial = partialPath(() => paths.incomplete(id), dirs);
   return {
     get incomplete() {
-      return incomplete();
+      return partial.get();
     },
-    prepare() {
-      const p = incomplete();
-      const check = dirs.ready(dirname(p));
-      return check === undefined ? Promise.resolve() : guard(check, p);
-    },
+    prepare: partial.prepare,
     get state() {
       return paths.state(id);
     },
@@ -247,8 +260,8 @@ export function cachePlacement(
     },
     async commit() {
       try {
-        await rename(incomplete(), blob());
-        partial = undefined;
+        await rename(partial.get(), blob());
+        partial.forget();
         await ensureLink();
       } catch (err) {
         throw diskError(err, link());
@@ -284,21 +297,12 @@ export function localDirPlacement(
     // Under the file's lock (isPresent and commit run there), in place as huggingface_hub writes it.
     await writeLocalMetadata(metadata, `${commit}\n${expected.hex}\n${Date.now() / 1000}\n`);
   };
-  // The partial's path joined once while in flight, as in cachePlacement.
-  let partial: string | undefined;
-  const incomplete = () => {
-    partial ??= paths.incomplete(file.path);
-    return partial;
-  };
+  const partial = partialPath(() => paths.incomplete(file.path), dirs);
   return {
     get incomplete() {
-      return incomplete();
+      return partial.get();
     },
-    prepare() {
-      const p = incomplete();
-      const check = dirs.ready(dirname(p));
-      return check === undefined ? Promise.resolve() : guard(check, p);
-    },
+    prepare: partial.prepare,
     get state() {
       return paths.state(file.path);
     },
@@ -332,8 +336,8 @@ export function localDirPlacement(
         if (ready !== undefined) await ready;
         // rename replaces a planted symlink at `dest` itself instead of writing through it, and
         // fails (EISDIR) where a folder is in the way.
-        await rename(incomplete(), d);
-        partial = undefined;
+        await rename(partial.get(), d);
+        partial.forget();
         await writeMetadata();
       } catch (err) {
         throw diskError(err, d);
