@@ -18,7 +18,7 @@
 import { setFlagsFromString } from "node:v8";
 
 setFlagsFromString("--semi-space-growth-factor=1");
-const { main } = await import("../dist/src/cli.js");
+const { main } = await import("../dist/bundle/cli.js");
 
 main(process.argv).then(
   (code) => {

@@ -2,7 +2,7 @@ import type { Dispatcher } from "undici";
 import { HfgetError, redact } from "../errors.js";
 import type { RateLimiter } from "../util/rate-limit.js";
 import { dispatchRaw, type RawResponse } from "./raw.js";
-import { Agent, DecoratorHandler, envHttpProxyAgent, Pool, request } from "./undici.js";
+import { Agent, DecoratorHandler, EnvHttpProxyAgent, Pool, request } from "./undici.js";
 
 export type { RawBody, RawResponse } from "./raw.js";
 
@@ -126,7 +126,6 @@ function createBaseDispatcher(opts: DispatcherOptions): Dispatcher {
   };
   const p = opts.proxy;
   if (p && (p.httpProxy || p.httpsProxy)) {
-    const EnvHttpProxyAgent = envHttpProxyAgent();
     return new EnvHttpProxyAgent({
       ...common,
       // Absolute-form for http targets behind an http proxy (undici's default is to tunnel all).
