@@ -9,18 +9,23 @@ import { tempDir } from "./helpers.js";
 
 const COMMIT = "c".repeat(40);
 
-function lfsFile(bytes: Buffer): RepoFile {
-  const sha256 = createHash("sha256").update(bytes).digest("hex");
-  return { path: "model.bin", size: bytes.length, gitOid: "0".repeat(40), lfs: { sha256 } };
-}
-
-test("local dir: a file the survey hashed right is not hashed again under the lock while unchanged", async () => {
+/**
+ * A local dir whose `model.bin` has the listed size but other bytes: only a hash tells them apart.
+ * `right` is what the listing's sha256 describes.
+ */
+function wrongSizedFile() {
   const root = tempDir();
   const paths = localDirPaths(root);
   const right = Buffer.alloc(4096, 7);
-  const file = lfsFile(right);
-  // Same size, other bytes: only a hash tells them apart, so a `true` here means no hash was taken.
+  const sha256 = createHash("sha256").update(right).digest("hex");
+  const file: RepoFile = { path: "model.bin", size: right.length, gitOid: "0".repeat(40), lfs: { sha256 } };
   writeFileSync(paths.file(file.path), Buffer.alloc(4096, 8));
+  return { root, paths, right, file };
+}
+
+test("local dir: a file the survey hashed right is not hashed again under the lock while unchanged", async () => {
+  // Other bytes on disk: a `true` here means no hash was taken.
+  const { root, paths, file } = wrongSizedFile();
   const st = lstatSync(paths.file(file.path));
   const hinted = localDirPlacement(paths, COMMIT, file, new SafeDirs(root), {
     size: st.size,
@@ -40,11 +45,7 @@ test("local dir: a file the survey hashed right is not hashed again under the lo
 });
 
 test("local dir: without the survey's hash the file is hashed under the lock", async () => {
-  const root = tempDir();
-  const paths = localDirPaths(root);
-  const right = Buffer.alloc(4096, 7);
-  const file = lfsFile(right);
-  writeFileSync(paths.file(file.path), Buffer.alloc(4096, 8));
+  const { root, paths, right, file } = wrongSizedFile();
   assert.equal(await localDirPlacement(paths, COMMIT, file, new SafeDirs(root)).isPresent(), false);
   writeFileSync(paths.file(file.path), right);
   assert.equal(await localDirPlacement(paths, COMMIT, file, new SafeDirs(root)).isPresent(), true);
