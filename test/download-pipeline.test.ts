@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { readAhead } from "../src/download.js";
+import { readAhead } from "../src/download-run.js";
 import {
   type FakeHub,
   type RequestLogEntry as FakeLogEntry,
