@@ -15,8 +15,35 @@
 //   stacks name the bundle's chunks, which are not minified: function names and code as in src.
 // - External: koffi (native addon: loads its .node file relative to its own package) and
 //   cli-progress (src/progress.ts requires it at run time, only when a terminal shows bars).
+// - node:http2 is loaded lazily: undici's client-h2.js requires it at load time only to read a
+//   few constants, and loading it costs ~20 ms of start-up (the biggest single node module of the
+//   run; hfget never speaks h2). The shim below carries those constants, taken from this node's
+//   http2 at build time, and loads the real module on the first h2 connection.
+
 import { rm, writeFile } from "node:fs/promises";
+import { constants as http2Constants } from "node:http2";
 import { build } from "esbuild";
+
+/** @type {import("esbuild").Plugin} */
+const lazyHttp2 = {
+  name: "lazy-http2",
+  setup(b) {
+    b.onResolve({ filter: /^node:http2$/ }, (args) =>
+      args.importer.endsWith("undici/lib/dispatcher/client-h2.js")
+        ? { path: "lazy-http2", namespace: "lazy-http2" }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "lazy-http2" }, () => ({
+      loader: "js",
+      contents: [
+        `const constants = ${JSON.stringify(http2Constants)};`,
+        "let real;",
+        'const load = () => (real ??= require("node:http2"));',
+        "module.exports = { constants, connect: (...args) => load().connect(...args) };",
+      ].join("\n"),
+    }));
+  },
+};
 
 const outdir = new URL("../dist/bundle/", import.meta.url).pathname;
 await rm(outdir, { recursive: true, force: true });
@@ -38,6 +65,7 @@ const result = await build({
   chunkNames: "chunk-[hash]",
   sourcemap: "linked",
   external: ["koffi", "cli-progress"],
+  plugins: [lazyHttp2],
   banner: {
     js: 'import { createRequire as __hfgetCreateRequire } from "node:module"; const require = __hfgetCreateRequire(import.meta.url);',
   },

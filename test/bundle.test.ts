@@ -3,6 +3,7 @@
 // workers hash right (the download hash thread through HashThread, cache verify's pool through the
 // CLI). Other CLI tests run the bundle too, but start a worker only above 32 MiB.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
@@ -32,6 +33,22 @@ describe("the CLI bundle", () => {
     }
     assert.deepEqual([...named].sort(), ["hash-worker.js", "verify-worker.js"]);
     for (const n of named) assert.ok(existsSync(join(BUNDLE, n)), `dist/bundle/${n} missing`);
+  });
+
+  it("importing the bundle leaves what the first request does not need for later", () => {
+    // What a run loads before its first request is start-up latency (issue 9): the engine, the
+    // plan and the cache load while the metadata requests are out (download.ts), node:http2 only
+    // on an h2 connection (scripts/bundle.mjs). Native modules stand in for ours: the engine's
+    // chunk would bring node:crypto and node:worker_threads.
+    const script = `const before = new Set(process.moduleLoadList);
+await import(${JSON.stringify(pathToFileURL(join(BUNDLE, "cli.js")).href)});
+process.stdout.write(process.moduleLoadList.filter((m) => !before.has(m)).join("\\n"));`;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const loaded = new Set(r.stdout.split("\n").map((m) => m.replace(/^NativeModule /, "")));
+    assert.ok(loaded.has("net"), "the probe sees native modules (undici's node:net)");
+    for (const m of ["http2", "worker_threads", "crypto"])
+      assert.ok(!loaded.has(m), `node:${m} loaded at import`);
   });
 
   it("the bundled download hash thread gives the right SHA-256", async () => {
