@@ -299,6 +299,17 @@ const POST_MS = 20;
 /**
  * Hashes on the hash thread: the main thread only says how far the contiguous written prefix
  * reaches (one message each time it grows) and hears back the hashed prefix and the digest.
+ *
+ * The thread reads the bytes back from the page cache rather than being handed the write blocks:
+ * few blocks land at the front of the prefix. Measured on big-loopback (2 GiB, 2026-12-02): 2.5% of
+ * bytes with 32 connections, 26% with 4 (the others are written ahead of a hole and would have to be
+ * held until it fills). A prototype that transferred each write block at the front to the thread
+ * (at most 8 blocks out, given back to the block pool) hashed 51 MB of 2 GiB from memory at 32
+ * connections and 389 MB at 4, where its read-back fell 0.75 -> 0.61 s while the main thread's
+ * postMessage and GC rose by as much (one profile each). A/B pairs: CPU-s 8.6/8.0 -> 8.0/8.8 and
+ * peak RSS 153 -> 158/164 MB at 32; CPU-s 7.4/8.0 -> 8.0/10.1 and peak RSS 131/132 -> 136/147 MB at
+ * 4. So it was left out. Write blocks over SharedArrayBuffers instead cost more: copying undici's
+ * pieces into them took 2.9 s per 2 GiB, not 0.8 (a copy into shared memory is ~3x slower in V8).
  */
 export class ThreadHashPump implements HashPump {
   readonly #input: HashPumpInput;
