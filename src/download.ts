@@ -4,7 +4,13 @@ import { makeDirs } from "./cache/dirs.js";
 import { cachePaths } from "./cache/paths.js";
 import type { Config } from "./config.js";
 import type { DownloadResult, EventSink } from "./events.js";
-import { openListing, type RevisionChoice, resolveChoices } from "./hub/metadata.js";
+import {
+  ListingMovedError,
+  type ListingStream,
+  openListing,
+  type RevisionChoice,
+  resolveChoices,
+} from "./hub/metadata.js";
 import type { Session } from "./session.js";
 import { atPath } from "./util/io-error.js";
 import type { Sleep } from "./util/retry.js";
@@ -56,30 +62,74 @@ export async function download(
   }
   // Revision -> commit and the listing's first page from the first endpoint that answers: the
   // commit is pinned before any byte. The other pages stream while the first files are fetched.
-  const listController = new AbortController();
-  const onCallerAbort = () => listController.abort(signal.reason);
+  // The first page is asked for beside the revision (a round trip sooner, see openSpeculating).
+  const listing = startListing(config, session, signal, emit, true);
+  // The rest of the run (plan, engine, cache) loads while the metadata requests are out: its
+  // modules cost tens of ms of start-up that would otherwise come before the first request.
+  let fetchAll: typeof import("./download-run.js").fetchAll;
+  try {
+    ({ fetchAll } = await import("./download-run.js"));
+  } catch (err) {
+    listing.stop();
+    throw err;
+  }
+  const run = async (l: StartedListing) => {
+    try {
+      return await fetchAll(config, session, l.listing, opts, emit, signal, l.controller, started);
+    } finally {
+      l.stop();
+    }
+  };
+  try {
+    return await run(listing);
+  } catch (err) {
+    if (!(err instanceof ListingMovedError) || signal.aborted) throw err;
+    // A push landed between the revision and listing requests: what was fetched stays (partial
+    // files resume, and a committed file holds the commit's bytes); the run goes again, pinned to
+    // the revision's new answer and listed after it.
+    return await run(startListing(config, session, signal, emit, false));
+  }
+}
+
+interface StartedListing {
+  readonly listing: Promise<ListingStream>;
+  /** Stops its requests (the run's failure does too, through fetchAll). */
+  readonly controller: AbortController;
+  /** Ends the listing: no request of it outlives the run (one still reading ahead when it failed). */
+  stop(): void;
+}
+
+/** openListing, started now, with its own controller that the caller's signal aborts too. */
+function startListing(
+  config: Config,
+  session: Session,
+  signal: AbortSignal,
+  emit: EventSink,
+  speculate: boolean,
+): StartedListing {
+  const controller = new AbortController();
+  const onCallerAbort = () => controller.abort(signal.reason);
   if (signal.aborted) onCallerAbort();
   else signal.addEventListener("abort", onCallerAbort, { once: true });
-  try {
-    const listing = openListing(session.hubs, config.repo, revisionChoices(config), {
-      signal: listController.signal,
-      onSkip: (r) =>
-        emit({
-          type: "endpoint-skipped",
-          endpoint: r.endpoint,
-          reason: r.error.message,
-          ...(r.next === undefined ? {} : { next: r.next }),
-        }),
-    });
-    // Awaited below; a failure while the rest loads is not an unhandled rejection meanwhile.
-    listing.catch(() => undefined);
-    // The rest of the run (plan, engine, cache) loads while the metadata requests are out: its
-    // modules cost tens of ms of start-up that would otherwise come before the first request.
-    const { fetchAll } = await import("./download-run.js");
-    return await fetchAll(config, session, listing, opts, emit, signal, listController, started);
-  } finally {
-    signal.removeEventListener("abort", onCallerAbort);
-    // No listing request outlives the run (one still reading ahead when the run failed).
-    listController.abort(new Error("the run is over"));
-  }
+  const listing = openListing(session.hubs, config.repo, revisionChoices(config), {
+    signal: controller.signal,
+    speculate,
+    onSkip: (r) =>
+      emit({
+        type: "endpoint-skipped",
+        endpoint: r.endpoint,
+        reason: r.error.message,
+        ...(r.next === undefined ? {} : { next: r.next }),
+      }),
+  });
+  // Awaited by fetchAll; a failure while the rest loads is not an unhandled rejection meanwhile.
+  listing.catch(() => undefined);
+  return {
+    listing,
+    controller,
+    stop: () => {
+      signal.removeEventListener("abort", onCallerAbort);
+      controller.abort(new Error("the run is over"));
+    },
+  };
 }
