@@ -25,14 +25,16 @@ export function chunkTask(start: number, end: number): ChunkTask {
 }
 
 /**
- * Body pieces are gathered into blocks of this size before one positional write: a 64 KiB write
- * per socket read cost ~20 µs of main-thread time each (0.7 s per 2 GiB). 512 KiB holds 16 MB of
+ * Body pieces are held until this many bytes, then written with one positional writev: a 64 KiB
+ * write per socket read cost ~20 µs of main-thread time each (0.7 s per 2 GiB). 512 KiB holds 16 MB of
  * blocks for 32 connections; 256 KiB (8 MB) measured 12.9 CPU-s on big-loopback against 8.5-11.1 at
  * 512 KiB (bench hfget-node, load ~1.3); 1 MiB pushed peak RSS near 150 MB with 16 connections.
  * Measured again (2026-12-02, 3 back-to-back pairs, load ~2): 256 KiB cut big-loopback peak RSS
  * 139-159 -> 127-130 MB but cost CPU 10.2-12.6 -> 13.3-14.1 s and MB/s 209-281 -> 152-184; two
  * 256 KiB blocks per connection (one written while the other fills, so no pause per block) cost
- * the same (12.7/15.3 s vs 11.1-14.0): the cost is per write, not per pause.
+ * the same (12.7/15.3 s vs 11.1-14.0): the cost is per write, not per pause. Holding the pieces
+ * instead of copying them into a block (writev, 2026-12-02, 6 back-to-back pairs, load 2.7-8):
+ * CPU 7.9-9.8 -> 7.3-9.0 s (every pair lower, median -0.5 s), peak RSS 146-171 -> 145-160 MB.
  */
 export const WRITE_BLOCK = 512 * 1024;
 
