@@ -47,8 +47,11 @@ export async function fileMatches(path: string, expected: ExpectedHash, size: nu
 export interface HashPump {
   /** The in-order prefix hashed so far. */
   readonly hashedBytes: number;
-  /** `buf` was just written at `offset` (and already added to the written set). */
-  onWritten(offset: number, buf: Buffer): void;
+  /**
+   * `bytes` bytes were just written at `offset` (and already added to the written set): `pieces`,
+   * in order (only valid during the call).
+   */
+  onWritten(offset: number, bytes: number, pieces: readonly Buffer[]): void;
   /** Hash whatever contiguous bytes are on disk past the cursor (a resumed file's saved ranges). */
   kick(): void;
   /** Once every byte is written: the hex digest of the whole file. */
@@ -113,11 +116,11 @@ export class InlineHashPump implements HashPump {
     return this.#hashed;
   }
 
-  onWritten(offset: number, buf: Buffer): void {
+  onWritten(offset: number, bytes: number, pieces: readonly Buffer[]): void {
     if (this.#closed) return;
     if (!this.#busy && offset === this.#hashed) {
-      this.#hash.update(buf);
-      this.#hashed += buf.length;
+      for (const piece of pieces) this.#hash.update(piece);
+      this.#hashed += bytes;
       this.#wake();
     }
     this.kick();
@@ -381,7 +384,7 @@ export class ThreadHashPump implements HashPump {
     return this.#hashed;
   }
 
-  onWritten(_offset: number, _buf: Buffer): void {
+  onWritten(_offset: number, _bytes: number, _pieces: readonly Buffer[]): void {
     this.#post();
   }
 

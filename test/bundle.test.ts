@@ -64,7 +64,7 @@ process.stdout.write(process.moduleLoadList.filter((m) => !before.has(m)).join("
         thread,
       );
       written.add(0, data.length);
-      pump.onWritten(0, data);
+      pump.onWritten(0, data.length, [data]);
       assert.equal(await pump.digest(), sha256(data));
       await pump.close();
       assert.equal(thread.stats.started, 1);

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { open, readFile } from "node:fs/promises";
+import { type FileHandle, open, readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { createServer as createNetServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { type ChunkRequest, type ChunkTask, chunkTask, fetchChunk } from "../src/fetch/chunk.js";
+import { type ChunkRequest, type ChunkTask, chunkTask, fetchChunk, WRITE_BLOCK } from "../src/fetch/chunk.js";
 import { createDispatcher, HttpClient } from "../src/hub/http.js";
 import { tempDir } from "./helpers.js";
 
@@ -83,9 +83,11 @@ describe("chunk fetcher (body read straight from undici's dispatch handler)", ()
         chunkRequest(base, "/f", { fh, path, size: data.length }, task, {
           requestEnd: (t) => t.pos + 1024 * 1024,
           onResponse: () => responses++,
-          onWritten: (offset, buf) => {
-            assert.ok(buf.equals(data.subarray(offset, offset + buf.length)), `bytes at ${offset}`);
-            written.push([offset, buf.length]);
+          onWritten: (offset, bytes, pieces) => {
+            const buf = Buffer.concat(pieces);
+            assert.equal(buf.length, bytes);
+            assert.ok(buf.equals(data.subarray(offset, offset + bytes)), `bytes at ${offset}`);
+            written.push([offset, bytes]);
           },
         }),
       );
@@ -188,6 +190,120 @@ describe("chunk fetcher (body read straight from undici's dispatch handler)", ()
     } finally {
       await fh.close();
       server.close();
+    }
+  });
+  it("finishes a write the disk took only part of, and tells of every byte once, in order", async () => {
+    const data = randomBytes(2 * 1024 * 1024 + 4321);
+    const { server } = rangeServer(data);
+    const base = await listen(server);
+    const dir = tempDir();
+    const path = join(dir, "f");
+    const real = await open(path, "w+");
+    let calls = 0;
+    // Takes at most 70,001 bytes per call (cutting a piece in the middle): the rest must follow.
+    const stingy = {
+      writev: (bufs: Buffer[], position: number) => {
+        calls++;
+        const some: Buffer[] = [];
+        let left = 70_001;
+        for (const b of bufs) {
+          if (left === 0) break;
+          const part = b.subarray(0, Math.min(left, b.length));
+          some.push(part);
+          left -= part.length;
+        }
+        return real.writev(some, position);
+      },
+    } as unknown as FileHandle;
+    try {
+      const task = chunkTask(5, data.length);
+      let at = 5;
+      let told = 0;
+      const out = await fetchChunk(
+        chunkRequest(base, "/f", { fh: stingy, path, size: data.length }, task, {
+          requestEnd: (t) => t.pos + 1024 * 1024,
+          onWritten: (offset, bytes, pieces) => {
+            assert.equal(offset, at);
+            const buf = Buffer.concat(pieces);
+            assert.equal(buf.length, bytes);
+            assert.ok(buf.equals(data.subarray(offset, offset + bytes)), `bytes at ${offset}`);
+            at += bytes;
+            told++;
+          },
+        }),
+      );
+      assert.equal(out.kind, "done");
+      assert.equal(task.pos, data.length);
+      assert.equal(at, data.length);
+      assert.ok(calls > told, `${calls} writev calls for ${told} writes: none was partial`);
+      await real.close();
+      assert.ok((await readFile(path)).subarray(5).equals(data.subarray(5)));
+    } finally {
+      await real.close().catch(() => undefined);
+      server.close();
+    }
+  });
+
+  it("writes at most a block at a time and nothing past an end moved into the middle of a piece", async () => {
+    // The body comes in odd-sized socket writes, so pieces straddle block bounds and the new end.
+    const data = randomBytes(3 * 1024 * 1024 + 99);
+    const sockets: Socket[] = [];
+    const server = createNetServer((s) => {
+      sockets.push(s);
+      s.once("data", () => {
+        s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${data.length}\r\nConnection: keep-alive\r\n\r\n`);
+        let at = 0;
+        const more = () => {
+          while (at < data.length) {
+            const n = Math.min(100_003, data.length - at);
+            const ok = s.write(data.subarray(at, at + n));
+            at += n;
+            if (!ok) {
+              s.once("drain", more);
+              return;
+            }
+          }
+        };
+        more();
+      });
+      s.on("error", () => undefined);
+    });
+    const base = await listen(server);
+    const dir = tempDir();
+    const path = join(dir, "f");
+    const fh = await open(path, "w+");
+    try {
+      const task = chunkTask(0, data.length);
+      const cut = 1024 * 1024 + 77_777;
+      let at = 0;
+      const out = await fetchChunk(
+        chunkRequest(base, "/f", { fh, path, size: data.length }, task, {
+          wholeFile: true,
+          onWritten: (offset, bytes, pieces) => {
+            assert.equal(offset, at);
+            assert.ok(bytes <= WRITE_BLOCK, `a write of ${bytes} bytes`);
+            assert.equal(
+              pieces.reduce((n, p) => n + p.length, 0),
+              bytes,
+            );
+            assert.ok(Buffer.concat(pieces).equals(data.subarray(offset, offset + bytes)));
+            at += bytes;
+            // A thief takes the tail from an offset inside what is still coming.
+            if (task.end === data.length) task.end = cut;
+          },
+        }),
+      );
+      assert.equal(out.kind, "done");
+      assert.equal(task.pos, cut);
+      assert.equal(at, cut);
+      await fh.close();
+      const got = await readFile(path);
+      assert.equal(got.length, cut, "bytes written past the end");
+      assert.ok(got.equals(data.subarray(0, cut)));
+    } finally {
+      await fh.close().catch(() => undefined);
+      server.close();
+      for (const s of sockets) s.destroy();
     }
   });
 });

@@ -59,13 +59,13 @@ async function writePieces(
   data: Buffer,
   written: RangeSet,
   pieces: readonly [number, number][],
-  pump: { onWritten(offset: number, buf: Buffer): void },
+  pump: { onWritten(offset: number, bytes: number, pieces: readonly Buffer[]): void },
 ): Promise<void> {
   for (const [s, e] of pieces) {
     const buf = data.subarray(s, e);
     await fh.write(buf, 0, buf.length, s);
     written.add(s, e);
-    pump.onWritten(s, buf);
+    pump.onWritten(s, buf.length, [buf]);
   }
 }
 

@@ -25,14 +25,16 @@ export function chunkTask(start: number, end: number): ChunkTask {
 }
 
 /**
- * Body pieces are gathered into blocks of this size before one positional write: a 64 KiB write
- * per socket read cost ~20 µs of main-thread time each (0.7 s per 2 GiB). 512 KiB holds 16 MB of
+ * Body pieces are held until this many bytes, then written with one positional writev: a 64 KiB
+ * write per socket read cost ~20 µs of main-thread time each (0.7 s per 2 GiB). 512 KiB holds 16 MB of
  * blocks for 32 connections; 256 KiB (8 MB) measured 12.9 CPU-s on big-loopback against 8.5-11.1 at
  * 512 KiB (bench hfget-node, load ~1.3); 1 MiB pushed peak RSS near 150 MB with 16 connections.
  * Measured again (2026-12-02, 3 back-to-back pairs, load ~2): 256 KiB cut big-loopback peak RSS
  * 139-159 -> 127-130 MB but cost CPU 10.2-12.6 -> 13.3-14.1 s and MB/s 209-281 -> 152-184; two
  * 256 KiB blocks per connection (one written while the other fills, so no pause per block) cost
- * the same (12.7/15.3 s vs 11.1-14.0): the cost is per write, not per pause.
+ * the same (12.7/15.3 s vs 11.1-14.0): the cost is per write, not per pause. Holding the pieces
+ * instead of copying them into a block (writev, 2026-12-02, 6 back-to-back pairs, load 2.7-8):
+ * CPU 7.9-9.8 -> 7.3-9.0 s (every pair lower, median -0.5 s), peak RSS 146-171 -> 145-160 MB.
  */
 export const WRITE_BLOCK = 512 * 1024;
 
@@ -50,20 +52,6 @@ export const WRITE_MAX_DELAY_MS = 20;
  * each connection (and never more than a block).
  */
 export const WRITE_BEHIND_DELAY_MS = 250;
-
-/** Blocks are reused across requests: a fresh block per chunk request is garbage the GC is slow to return. */
-const freeBlocks: Buffer[] = [];
-const MAX_FREE_BLOCKS = 32;
-
-/** A block for `want` more bytes: a small file's request gets a buffer of its own size, not 512 KiB. */
-function takeBlock(want: number): Buffer {
-  if (want < WRITE_BLOCK) return Buffer.allocUnsafe(want);
-  return freeBlocks.pop() ?? Buffer.allocUnsafe(WRITE_BLOCK);
-}
-
-function giveBlock(b: Buffer): void {
-  if (b.length === WRITE_BLOCK && freeBlocks.length < MAX_FREE_BLOCKS) freeBlocks.push(b);
-}
 
 export type ChunkOutcome =
   /** The range (up to task.end) is written. */
@@ -108,8 +96,11 @@ export interface ChunkRequest {
    * WRITE_BEHIND_DELAY_MS. Undefined: always the former.
    */
   readonly atFront?: (pos: number) => boolean;
-  /** Called after each write reached the file, with the bytes written at `offset`. */
-  readonly onWritten: (offset: number, buf: Buffer) => void;
+  /**
+   * Called after each write reached the file: `bytes` bytes at `offset`, which are `pieces` in
+   * order (undici's body pieces as they came, not copied; only valid during the call).
+   */
+  readonly onWritten: (offset: number, bytes: number, pieces: readonly Buffer[]) => void;
 }
 
 /** 403 from a host other than the endpoint: a presigned CDN URL that expired. */
@@ -230,29 +221,41 @@ function repoOfResolveUrl(url: string): string | undefined {
   }
 }
 
-/** Writes `buf` fully at `position`. */
+/**
+ * Writes `pieces` fully, in order, from `position` with positional writev calls: one call unless
+ * the kernel takes fewer bytes than asked, then the rest is written after. Never changes `pieces`.
+ */
 async function writeAll(
   fh: FileHandle,
-  buf: Buffer,
+  pieces: readonly Buffer[],
   position: number,
   filePath: string,
   size: number,
 ): Promise<void> {
-  let off = 0;
-  while (off < buf.length) {
+  let left: readonly Buffer[] = pieces;
+  let at = position;
+  while (left.length > 0) {
+    let n: number;
     try {
-      const { bytesWritten } = await fh.write(buf, off, buf.length - off, position + off);
-      off += bytesWritten;
+      n = (await fh.writev(left as Buffer[], at)).bytesWritten;
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === "ENOSPC" || code === "EDQUOT") {
         throw new HfgetError("DISK", `no space left on the device writing ${filePath}`, {
-          hint: `free at least ${size - position} bytes there (the file is ${size} bytes), then rerun to resume`,
+          hint: `free at least ${size - at} bytes there (the file is ${size} bytes), then rerun to resume`,
           cause: err,
         });
       }
       throw diskError(err, filePath);
     }
+    at += n;
+    let i = 0;
+    while (i < left.length && n >= (left[i] as Buffer).length) n -= (left[i++] as Buffer).length;
+    if (i === left.length) return;
+    if (n === 0 && i === 0) throw new HfgetError("DISK", `cannot write ${filePath}: the disk took no bytes`);
+    const rest = left.slice(i);
+    rest[0] = (rest[0] as Buffer).subarray(n);
+    left = rest;
   }
 }
 
@@ -266,7 +269,6 @@ async function writeAll(
  */
 export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
   const { task } = req;
-  const block = takeBlock(task.end - task.pos);
   try {
     let url = req.url;
     let etag: string | undefined;
@@ -274,7 +276,7 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
       // A thief may have taken all that was left (between a failed attempt and its retry):
       // asking for nothing would get a 200 with the whole file.
       if (!req.wholeFile && task.pos >= task.end) return { kind: "done", url, etag };
-      const one = await fetchRequest(req, url, block);
+      const one = await fetchRequest(req, url);
       if (one.kind === "range-ignored") return one;
       url = one.url;
       etag ??= one.etag;
@@ -282,15 +284,13 @@ export async function fetchChunk(req: ChunkRequest): Promise<ChunkOutcome> {
     }
   } finally {
     task.asked = task.pos;
-    giveBlock(block);
   }
 }
 
-/** One request of a chunk: bytes [task.pos, requestEnd) (or the whole file), gathered in `block`. */
+/** One request of a chunk: bytes [task.pos, requestEnd) (or the whole file). */
 async function fetchRequest(
   req: ChunkRequest,
   url: string,
-  block: Buffer,
 ): Promise<(ChunkOutcome & { kind: "done" }) | { readonly kind: "range-ignored" }> {
   const { task } = req;
   const asked = req.wholeFile
@@ -332,7 +332,7 @@ async function fetchRequest(
   const first = task.pos;
   const until = asked?.end ?? req.size;
   task.received = task.pos;
-  await readInto(req, res, block, until, answered);
+  await readInto(req, res, until, answered);
   const end = Math.min(task.end, until);
   if (task.pos < end) {
     throw new HfgetError(
@@ -345,26 +345,23 @@ async function fetchRequest(
 }
 
 /**
- * Reads one answer's body into `block`, written at task.pos whenever it is full or has waited long
- * enough, never past task.end nor `until`. Each piece from the socket is copied in synchronously as
- * the HTTP parser hands it over; while a block is being written the response is paused (so memory
- * stays one block per connection) and resumed after; a response that cannot be paused (not
- * keep-alive, see RawBody.pausable) queues its pieces meanwhile. One promise per block, none per
- * socket read. Reads to the end of the body (the connection is then reused) unless task.end moved
- * below `until`, which only a whole-file stream allows.
+ * Reads one answer's body, written at task.pos with one positional writev whenever WRITE_BLOCK
+ * bytes are held or they have waited long enough, never past task.end nor `until`. The pieces
+ * undici hands over are kept as they are (views of its socket reads), not copied into a block:
+ * the copy cost ~0.8 CPU-s per 2 GiB on big-loopback. While a write is due the response is paused
+ * (so memory stays one block's worth per connection) and resumed after; a response that cannot be
+ * paused (not keep-alive, see RawBody.pausable) queues its pieces meanwhile. One promise per
+ * block, none per socket read. Reads to the end of the body (the connection is then reused)
+ * unless task.end moved below `until`, which only a whole-file stream allows.
  */
-async function readInto(
-  req: ChunkRequest,
-  res: RawResponse,
-  block: Buffer,
-  until: number,
-  answered: number,
-): Promise<void> {
+async function readInto(req: ChunkRequest, res: RawResponse, until: number, answered: number): Promise<void> {
   const { task } = req;
   const body = res.body;
+  /** What the next write writes, in order, and its byte count (at most WRITE_BLOCK). */
+  let pieces: Buffer[] = [];
   let fill = 0;
   let lastWrite = answered;
-  /** Pieces (or the part of one) that came while a write was due: copied in once the block is written. */
+  /** Pieces (or the part of one) that came while a write was due: taken once the write is done. */
   const queue: Buffer[] = [];
   /** A write is due: the response is paused until it is done. */
   let due = false;
@@ -373,13 +370,15 @@ async function readInto(
   let failure: unknown;
   let wake: (() => void) | undefined;
   const stopEarly = () => task.received >= task.end && task.end < until;
-  /** Copies what fits of `piece` into the block; returns the part that did not fit, if any. */
+  /** Whether the next write is due now: a full block, or the last byte wanted is in. */
+  const full = () => fill >= WRITE_BLOCK || task.received >= Math.min(task.end, until);
+  /** Keeps what fits of `piece` for the next write; returns the part that did not fit, if any. */
   const take = (piece: Buffer): Buffer | undefined => {
     const room = Math.min(task.end, until) - task.received;
     const buf = piece.length > room ? piece.subarray(0, Math.max(0, room)) : piece;
-    const n = Math.min(buf.length, block.length - fill);
+    const n = Math.min(buf.length, WRITE_BLOCK - fill);
     if (n > 0) {
-      buf.copy(block, fill, 0, n);
+      pieces.push(n < buf.length ? buf.subarray(0, n) : buf);
       fill += n;
       task.received += n;
     }
@@ -391,7 +390,7 @@ async function readInto(
       return;
     }
     const rest = take(piece);
-    let now = rest !== undefined || fill === block.length || stopEarly();
+    let now = rest !== undefined || (fill > 0 && full()) || stopEarly();
     if (rest !== undefined) queue.push(rest);
     else if (!now && fill > 0) {
       const waited = Date.now() - lastWrite;
@@ -405,16 +404,18 @@ async function readInto(
       wake?.();
     }
   };
-  /** Writes the gathered block at task.pos; the block is free again afterwards. */
+  /** Writes the pieces held at task.pos and lets go of them. */
   const flush = async () => {
     if (fill === 0) return;
-    const bytes = block.subarray(0, fill);
-    await writeAll(req.fh, bytes, task.pos, req.filePath, req.size);
+    const bufs = pieces;
+    const bytes = fill;
+    await writeAll(req.fh, bufs, task.pos, req.filePath, req.size);
     const at = task.pos;
-    task.pos += fill;
+    task.pos += bytes;
+    pieces = [];
     fill = 0;
     lastWrite = Date.now();
-    req.onWritten(at, bytes);
+    req.onWritten(at, bytes, bufs);
   };
   body.read(
     onData,
@@ -441,7 +442,7 @@ async function readInto(
       for (let piece = queue.shift(); piece !== undefined; piece = queue.shift()) {
         const rest = take(piece);
         if (rest !== undefined) queue.unshift(rest);
-        if (fill === block.length) await flush();
+        if (fill >= WRITE_BLOCK) await flush();
       }
       if (failed) throw failure;
       if (ended) {

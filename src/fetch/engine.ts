@@ -502,14 +502,14 @@ export class Engine {
               this.#sched.notify();
             }
           },
-          onWritten: (offset, buf) => {
+          onWritten: (offset, bytes, pieces) => {
             if (job.generation !== generation) return;
-            job.written.add(offset, offset + buf.length);
-            job.wrote(endpoint, offset, offset + buf.length);
-            this.#pool.received(endpoint, buf.length);
-            job.pump?.onWritten(offset, buf);
-            job.state?.wrote(offset, offset + buf.length);
-            this.#ctx.emit({ type: "bytes", path: what, bytes: buf.length });
+            job.written.add(offset, offset + bytes);
+            job.wrote(endpoint, offset, offset + bytes);
+            this.#pool.received(endpoint, bytes);
+            job.pump?.onWritten(offset, bytes, pieces);
+            job.state?.wrote(offset, offset + bytes);
+            this.#ctx.emit({ type: "bytes", path: what, bytes });
           },
         });
         this.#pool.ended(endpoint);
