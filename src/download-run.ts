@@ -123,7 +123,10 @@ export async function fetchAll(
   const root = local ? local.root : cache.repoDir;
   const outPath = local ? local.root : cache.snapshotDir(commit);
   const dirs = new SafeDirs(root);
-  if (local && !config.dryRun) await writeLocalDirGitignore(local.root, dirs);
+  // Beside the plan, not before it: it is needed only when the run is over, and its folder checks
+  // and writes cost several ms of the time before the first byte.
+  const gitignore = local && !config.dryRun ? writeLocalDirGitignore(local.root, dirs) : undefined;
+  gitignore?.catch(() => undefined); // awaited once the files are fetched
 
   // The plan step, a batch (a listing page) at a time: a read-only survey of the target, then a
   // pure decision per file.
@@ -286,6 +289,7 @@ export async function fetchAll(
     engine.end(err);
   }
   const outcomes = await running;
+  await gitignore;
   const fetchSeconds = (Date.now() - fetchStarted) / 1000;
   const endpoints: EndpointResult[] = pool.all().map((s) => {
     const aside = s.dropped ?? setAside.get(s.endpoint);
