@@ -119,6 +119,46 @@ describe("the listing's first page comes beside the revision", () => {
     });
   });
 
+  it("a guess that fails is not retried, and one that hangs is not waited for", async () => {
+    const { repo, v2 } = movingRepo();
+    await withHub([repo], {}, async (hub) => {
+      const config = buildConfig({ repoId: "org/moving", mirror: hub.url, cacheDir: tempDir() }, {});
+      const session = openSession(config);
+      const readAll = async () => {
+        const stream = await openListing(session.hubs, config.repo, MAIN, { speculate: true });
+        for await (const _ of stream.pages) {
+          // read it all
+        }
+        assert.equal(stream.pinned.commit, v2);
+        assert.deepEqual(paths(stream.pinned.files), ["a.txt", "b.bin", "c.txt"]);
+      };
+      try {
+        hub.faults.push({
+          server: "hub",
+          pathIncludes: "/tree/main",
+          fault: { type: "status", status: 503 },
+        });
+        await readAll();
+        // A retry of the guess would come 125-250 ms after its 503 (the default policy's first backoff).
+        await new Promise((r) => setTimeout(r, 600));
+        assert.equal(hubApi(hub, "/tree/main").length, 1, "the guess was retried");
+
+        hub.faults.length = 0;
+        hub.clearLog();
+        hub.faults.push({
+          server: "hub",
+          pathIncludes: "/tree/main",
+          fault: { type: "stall", afterBytes: 0 },
+        });
+        const t0 = Date.now();
+        await readAll();
+        assert.ok(Date.now() - t0 < 5_000, `the listing waited ${Date.now() - t0} ms for a hanging guess`);
+      } finally {
+        await session.close();
+      }
+    });
+  });
+
   it("download(): a push between the two requests costs a second listing, and the run ends right", async () => {
     const { repo, v1, v2, v2files } = movingRepo();
     await withHub([repo], {}, async (hub) => {

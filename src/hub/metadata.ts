@@ -170,7 +170,10 @@ async function openSpeculating(
   signal: AbortSignal | undefined,
   rest: HubClient,
 ): Promise<{ commit: string; revision: string; path: string; pages: AsyncGenerator<ListingPage> }> {
-  const atRevision = listPages(hub, repo, choice.revision, { signal });
+  // No retries: a guess that fails or waits is dropped, never waited on through a backoff.
+  const atRevision = listPages(hub.with({ retry: { ...hub.retry, retries: 0 } }), repo, choice.revision, {
+    signal,
+  });
   const guessed = atRevision.next();
   // Read below, or not at all when the revision fails (its error is the one to report).
   guessed.catch(() => undefined);
@@ -185,15 +188,20 @@ async function openSpeculating(
   const pages = listPages(hub, repo, r.commit, { signal, rest });
   const pinnedFirst = pages.next();
   pinnedFirst.catch(() => undefined);
-  let guess: IteratorResult<ListingPage> | undefined;
-  try {
-    guess = await guessed;
-  } catch {
-    guess = undefined; // the pinned listing answers (or fails) on its own
-  }
+  // The guess is used only when it is in before the commit's own first page (which then checks it).
+  const guess = await Promise.race([
+    guessed.then(
+      (g) => (g.done === true ? undefined : g.value),
+      () => undefined, // the pinned listing answers (or fails) on its own
+    ),
+    pinnedFirst.then(
+      () => undefined,
+      () => undefined,
+    ),
+  ]);
   // Only its first page: later ones would be read at the revision, not the commit.
   stopGuessing();
-  if (guess === undefined || guess.done === true) {
+  if (guess === undefined) {
     const first = await pinnedFirst;
     async function* plain(): AsyncGenerator<ListingPage> {
       if (first.done === true) return;
@@ -202,7 +210,7 @@ async function openSpeculating(
     }
     return { ...r, pages: plain() };
   }
-  const page = guess.value;
+  const page = guess;
   const what = `${repoLabel(repo)}@${r.revision}`;
   async function* checked(): AsyncGenerator<ListingPage> {
     yield page;
