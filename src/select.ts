@@ -1,3 +1,5 @@
+// Which listed files a run fetches: positional names, a pasted URL's path, --include/--exclude;
+// whole-listing (selectFiles) or a page at a time while the listing streams (pageSelector).
 import type { Config } from "./config.js";
 import { HfgetError } from "./errors.js";
 import { makeFilter } from "./glob.js";
