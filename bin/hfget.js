@@ -32,6 +32,10 @@ import { Script } from "node:vm";
 
 const HEAP_FLAGS = "--semi-space-growth-factor=1";
 setFlagsFromString(HEAP_FLAGS);
+// Each Worker's start (the hash thread, cache verify's pool) makes V8 apply its flag implications
+// again, process-wide, and --semi-space-growth-factor has a minimum of 2 there: without this the
+// flag holds only until the first Worker, i.e. not during a large file's download.
+process.on("worker", (worker) => worker.once("online", () => setFlagsFromString(HEAP_FLAGS)));
 const { main } = loadBundle(new URL("../dist/bundle/cli.cjs", import.meta.url));
 
 /** Runs dist/bundle/cli.cjs as node would run a CommonJS module, with the code cache if it fits. */

@@ -103,6 +103,23 @@ await import(${JSON.stringify(pathToFileURL(BIN).href)});`;
       assert.ok(!loaded.has(m), `node:${m} loaded at import`);
   });
 
+  it("bin/hfget.js keeps its V8 heap flag when a Worker starts", () => {
+    // V8 applies its flag implications again at each Worker's start, which puts
+    // --semi-space-growth-factor back to 2; bin sets it again. The flag hash
+    // (cachedDataVersionTag) shows whether the flags are still those bin set.
+    const script = `import { cachedDataVersionTag } from "node:v8";
+import { Worker } from "node:worker_threads";
+process.argv = [process.argv[0], ${JSON.stringify(BIN)}, "--version"];
+await import(${JSON.stringify(pathToFileURL(BIN).href)});
+const set = cachedDataVersionTag();
+const w = new Worker("setTimeout(() => {}, 50)", { eval: true });
+// After bin's own "online" listener, which node adds a tick after this one.
+w.once("online", () => setImmediate(() => process.stderr.write(set === cachedDataVersionTag() ? "kept" : "reset")));`;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, "kept");
+  });
+
   it("the bundled download hash thread gives the right SHA-256", async () => {
     const data = randomBytesSeeded(901, 2 * MiB + 17);
     const path = join(tempDir("hfget-bundle-"), "f.incomplete");
