@@ -18,8 +18,9 @@
 //
 // The CLI is one CommonJS bundle (scripts/bundle.mjs) compiled here through vm.Script with V8's code
 // cache, which Node 20 offers for scripts but not for ES modules: dist/bundle/cli.v8cache, written
-// by the build's warm-up run, holds the bytecode of what a run compiles before its first request,
-// so that is deserialized instead of parsed and compiled (--version CPU 0.26 -> 0.18 s, 2026-12-02).
+// by the build's warm-up run, holds the bytecode of what a download compiles up to its first file
+// bytes, so that is deserialized instead of parsed and compiled (CPU at the first request ~240 ->
+// ~150 ms, at the first file request ~390 -> ~260 ms; 2026-12-02, see scripts/bundle.mjs).
 // The cache is only a shortcut: missing, unreadable, from another build (the id below) or rejected
 // by V8 (another node, other V8 flags) it is ignored and the bundle compiles as without it.
 // V8 keys the cache to the flags in force at compile time, so HEAP_FLAGS are set before the
