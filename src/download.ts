@@ -33,10 +33,14 @@ export function revisionChoices(config: Config): readonly RevisionChoice[] {
   return config.urlTarget?.choices ?? [{ revision: config.revision, path: "" }];
 }
 
+/** How long the metadata requests get to reach the wire before the rest of the run loads. */
+const LOAD_REST_AFTER_MS = 5;
+
 /**
  * The whole download: revision -> listing -> plan -> fetch -> verify -> commit. Emits events,
  * returns a summary, never prints. Per-file failures are in the result; run-wide ones throw.
  */
+
 export async function download(
   config: Config,
   session: Session,
@@ -75,6 +79,10 @@ export async function download(
     listing.catch(() => undefined);
     // The rest of the run (plan, engine, cache) loads while the metadata requests are out: its
     // modules cost tens of ms of start-up that would otherwise come before the first request.
+    // First a few ms for the requests to go out: in the CLI's CommonJS bundle an import() is one
+    // synchronous run of the modules' code (~20 ms), which started at once held undici's connect
+    // and the request's write back by that long (the ESM chunks' file reads let them through).
+    await new Promise((resolve) => setTimeout(resolve, LOAD_REST_AFTER_MS));
     const { fetchAll } = await import("./download-run.js");
     return await fetchAll(config, session, listing, opts, emit, signal, listController, started);
   } finally {
