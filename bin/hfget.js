@@ -25,7 +25,7 @@
 // by V8 (another node, other V8 flags) it is ignored and the bundle compiles as without it.
 // V8 keys the cache to the flags in force at compile time, so HEAP_FLAGS are set before the
 // compile here and before the cache is written (a Worker's start resets them: see below).
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { cachedDataVersionTag, setFlagsFromString } from "node:v8";
@@ -86,6 +86,7 @@ function writeCache(script, tag, id, cachePath) {
     writeFileSync(tmp, Buffer.concat([Buffer.from(id, "latin1"), script.createCachedData()]));
     renameSync(tmp, cachePath); // atomic: a concurrent run reads the old cache or the new one
   } catch (err) {
+    rmSync(tmp, { force: true });
     process.stderr.write(
       `hfget: code cache not written: ${err instanceof Error ? err.message : String(err)}\n`,
     );
