@@ -15,10 +15,83 @@
 //   135-162 MB, ~10% CPU): the RSS is old-generation garbage and costs GC work to keep down.
 //   --single-threaded-gc lowered big-loopback CPU (8.9-10.0 vs 11.3-12.0 s) but raised RSS (163-171
 //   vs 150-153 MB).
-import { setFlagsFromString } from "node:v8";
+//
+// The CLI is one CommonJS bundle (scripts/bundle.mjs) compiled here through vm.Script with V8's code
+// cache, which Node 20 offers for scripts but not for ES modules: dist/bundle/cli.v8cache, written
+// by the build's warm-up run, holds the bytecode of what a download compiles up to its first file
+// bytes, so that is deserialized instead of parsed and compiled (CPU at the first request ~240 ->
+// ~150 ms, at the first file request ~390 -> ~260 ms; 2026-12-02, see scripts/bundle.mjs).
+// The cache is only a shortcut: missing, unreadable, from another build (the id below) or rejected
+// by V8 (another node, other V8 flags) it is ignored and the bundle compiles as without it.
+// V8 keys the cache to the flags in force at compile time, so HEAP_FLAGS are set before the
+// compile here and before the cache is written (a Worker's start resets them: see below).
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { cachedDataVersionTag, setFlagsFromString } from "node:v8";
+import { Script } from "node:vm";
 
-setFlagsFromString("--semi-space-growth-factor=1");
-const { main } = await import("../dist/bundle/cli.js");
+const HEAP_FLAGS = "--semi-space-growth-factor=1";
+setFlagsFromString(HEAP_FLAGS);
+// Each Worker's start (the hash thread, cache verify's pool) makes V8 apply its flag implications
+// again, process-wide, and --semi-space-growth-factor has a minimum of 2 there: without this the
+// flag holds only until the first Worker, i.e. not during a large file's download.
+process.on("worker", (worker) => worker.once("online", () => setFlagsFromString(HEAP_FLAGS)));
+const { main } = loadBundle(new URL("../dist/bundle/cli.cjs", import.meta.url));
+
+/** Runs dist/bundle/cli.cjs as node would run a CommonJS module, with the code cache if it fits. */
+function loadBundle(url) {
+  // node maps stacks only for what its own loaders load (NODE_OPTIONS=--enable-source-maps, see
+  // scripts/bundle.mjs): then require it, without the cache.
+  if (process.sourceMapsEnabled) return createRequire(url)(fileURLToPath(url));
+  const filename = fileURLToPath(url);
+  const dirname = fileURLToPath(new URL(".", url));
+  const cachePath = fileURLToPath(new URL("cli.v8cache", url));
+  const source = readFileSync(filename, "utf8");
+  // The bundle's first line names its build; the cache starts with the same line. V8 itself
+  // checks only the source's length, its version and its flags.
+  const id = source.slice(0, source.indexOf("\n") + 1);
+  let cachedData;
+  try {
+    const file = readFileSync(cachePath);
+    if (id.length > 1 && file.subarray(0, id.length).toString("latin1") === id)
+      cachedData = file.subarray(id.length);
+  } catch {
+    // no cache: compile
+  }
+  const tag = cachedDataVersionTag();
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
+    filename,
+    cachedData,
+  });
+  if (process.env.HFGET_CODE_CACHE === "debug") {
+    const state = cachedData === undefined ? "none" : script.cachedDataRejected ? "rejected" : "accepted";
+    process.stderr.write(`hfget: code cache ${state}\n`);
+  }
+  // HFGET_CODE_CACHE=write (the build's warm-up): save what this run compiled, at its end.
+  if (process.env.HFGET_CODE_CACHE === "write")
+    process.once("exit", () => writeCache(script, tag, id, cachePath));
+  const module = { exports: {} };
+  script.runInThisContext()(module.exports, createRequire(url), module, filename, dirname);
+  return module.exports;
+}
+
+function writeCache(script, tag, id, cachePath) {
+  // A Worker's start puts --semi-space-growth-factor back to V8's minimum (2) process-wide; a cache
+  // written under other flags than the compile's would be rejected by every later run.
+  setFlagsFromString(HEAP_FLAGS);
+  if (cachedDataVersionTag() !== tag) return;
+  const tmp = `${cachePath}.${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, Buffer.concat([Buffer.from(id, "latin1"), script.createCachedData()]));
+    renameSync(tmp, cachePath); // atomic: a concurrent run reads the old cache or the new one
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    process.stderr.write(
+      `hfget: code cache not written: ${err instanceof Error ? err.message : String(err)}\n`,
+    );
+  }
+}
 
 main(process.argv).then(
   (code) => {

@@ -39,6 +39,9 @@ export function revisionChoices(config: Config): readonly RevisionChoice[] {
   return config.urlTarget?.choices ?? [{ revision: config.revision, path: "" }];
 }
 
+/** How long the metadata requests get to reach the wire before the rest of the run loads. */
+const LOAD_REST_AFTER_MS = 5;
+
 /**
  * The whole download: revision -> listing -> plan -> fetch -> verify -> commit. Emits events,
  * returns a summary, never prints. Per-file failures are in the result; run-wide ones throw.
@@ -68,6 +71,10 @@ export async function download(
   // modules cost tens of ms of start-up that would otherwise come before the first request.
   let fetchAll: typeof import("./download-run.js").fetchAll;
   try {
+    // First a few ms for the requests to go out: in the CLI's CommonJS bundle an import() is one
+    // synchronous run of the modules' code (~20 ms), which started at once held undici's connect
+    // and the requests' writes back by that long (setImmediate was not enough).
+    await new Promise((resolve) => setTimeout(resolve, LOAD_REST_AFTER_MS));
     ({ fetchAll } = await import("./download-run.js"));
   } catch (err) {
     listing.stop();
