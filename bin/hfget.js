@@ -3,7 +3,11 @@
 // it too. The flag is read each time V8 sizes a space, so setting it at start works.
 // - Young generation kept at its initial size (1 MiB semi-spaces): at hundreds of MB/s undici
 //   hands over a fresh buffer per socket read; a young generation grown to its default 16 MiB lets
-//   tens of MB of them (and their external memory) wait for collection.
+//   tens of MB of them (and their external memory) wait for collection. Measured again once the
+//   flag was kept past Worker starts (see HEAP_FLAGS below; 2026-12-02 evening, 3 alternated rounds
+//   each, load 1.2-2.5) against V8's default factor of 2: big-loopback peak RSS 137-145 vs 158-162
+//   MB, many-files 137-150 vs 168-174 MB, CPU within the rounds' spread. The measurements of other
+//   flags below were taken while this one was lost at the first Worker.
 // - Old generation: V8's default growth. --heap-growing-percent=20 cut many-files peak RSS (204 ->
 //   116 MB) but cost 3-5 CPU-s per 2 GiB on big-loopback (more full collections of a heap that is
 //   mostly live buffers) and with it the throughput: big-loopback 8.5-10.3 CPU-s without it, 12.6-15.5
