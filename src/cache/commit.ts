@@ -183,10 +183,6 @@ async function reuseBlob(
 }
 
 /**
- * `reuseFrom`: the survey's candidates for this blob under other repos (the plan's `reuse`); tried,
- * under the lock, when the blob is not here yet.
- */
-/**
  * A placement's partial file path. It is asked for ~8 times while the file is in flight (lock, open,
  * every request, close, commit): joined once then, and let go once committed (path.join was ~5% of
  * the main thread's CPU in many-files, perf). `prepare` makes its folder, checked against symlinks.
@@ -210,6 +206,10 @@ function partialPath(join: () => string, dirs: SafeDirs) {
   };
 }
 
+/**
+ * `reuseFrom`: the survey's candidates for this blob under other repos (the plan's `reuse`); tried,
+ * under the lock, when the blob is not here yet.
+ */
 export function cachePlacement(
   paths: CachePaths,
   commit: string,
