@@ -43,11 +43,19 @@ function movingRepo(): {
   return { repo, v1, v2, v2files };
 }
 
-/** The hub's tree answer at `sha`: what a branch listing served just before a push looks like. */
-async function treeAt(hub: FakeHub, sha: string): Promise<string> {
+/**
+ * The next listing at main answers the tree at `sha` (v1): a branch listing served just before the
+ * push to v2, with the revision request answered just after it.
+ */
+async function pushBetweenRequests(hub: FakeHub, sha: string): Promise<void> {
   const res = await fetch(`${hub.url}/api/models/org/moving/tree/${sha}?recursive=true`);
   assert.equal(res.status, 200);
-  return res.text();
+  hub.faults.push({
+    server: "hub",
+    pathIncludes: "/tree/main",
+    times: 1,
+    fault: { type: "body", body: await res.text() },
+  });
 }
 
 const paths = (files: readonly RepoFile[]) => files.map((f) => f.path).sort();
@@ -94,12 +102,7 @@ describe("the listing's first page comes beside the revision", () => {
   it("a push between the two requests: the guessed page is caught before the listing ends", async () => {
     const { repo, v1, v2 } = movingRepo();
     await withHub([repo], {}, async (hub) => {
-      hub.faults.push({
-        server: "hub",
-        pathIncludes: "/tree/main",
-        times: 1,
-        fault: { type: "body", body: await treeAt(hub, v1) },
-      });
+      await pushBetweenRequests(hub, v1);
       const config = buildConfig({ repoId: "org/moving", mirror: hub.url, cacheDir: tempDir() }, {});
       const session = openSession(config);
       try {
@@ -162,12 +165,7 @@ describe("the listing's first page comes beside the revision", () => {
   it("download(): a push between the two requests costs a second listing, and the run ends right", async () => {
     const { repo, v1, v2, v2files } = movingRepo();
     await withHub([repo], {}, async (hub) => {
-      hub.faults.push({
-        server: "hub",
-        pathIncludes: "/tree/main",
-        times: 1,
-        fault: { type: "body", body: await treeAt(hub, v1) },
-      });
+      await pushBetweenRequests(hub, v1);
       hub.clearLog();
       const cacheDir = tempDir();
       const config = buildConfig({ repoId: "org/moving", mirror: hub.url, cacheDir }, {});
