@@ -128,6 +128,24 @@ const samePage = (a: ListingPage, b: ListingPage): boolean =>
   a.files.length === b.files.length &&
   a.files.every((f, i) => f.path === b.files[i]!.path && sameEntry(f, b.files[i]!));
 
+/** What openOn gives: the pinned commit, the revision as read, a pasted URL's path, the pages. */
+interface Opened {
+  readonly commit: string;
+  readonly revision: string;
+  readonly path: string;
+  readonly pages: AsyncGenerator<ListingPage>;
+}
+
+/** `first` (already read from `pages`: a page, or their end), then the rest of `pages`. */
+async function* fromFirst(
+  first: IteratorResult<ListingPage>,
+  pages: AsyncGenerator<ListingPage>,
+): AsyncGenerator<ListingPage> {
+  if (first.done === true) return;
+  yield first.value;
+  yield* pages;
+}
+
 /** Revision -> commit and the listing's first page on one endpoint; `rest` reads the other pages. */
 async function openOn(
   hub: HubClient,
@@ -136,7 +154,7 @@ async function openOn(
   signal: AbortSignal | undefined,
   rest: HubClient,
   speculate = false,
-): Promise<{ commit: string; revision: string; path: string; pages: AsyncGenerator<ListingPage> }> {
+): Promise<Opened> {
   const only = choices.length === 1 ? choices[0]! : undefined;
   if (speculate && only !== undefined && !isCommitSha(only.revision)) {
     return openSpeculating(hub, repo, only, signal, rest);
@@ -144,13 +162,7 @@ async function openOn(
   const r = await resolveChoices(hub, repo, choices, signal);
   const pages = listPages(hub, repo, r.commit, { signal, rest });
   // The first page's answer is part of the pin: an endpoint that cannot list is set aside here.
-  const first = await pages.next();
-  async function* all(): AsyncGenerator<ListingPage> {
-    if (first.done === true) return;
-    yield first.value;
-    yield* pages;
-  }
-  return { ...r, pages: all() };
+  return { ...r, pages: fromFirst(await pages.next(), pages) };
 }
 
 /**
@@ -169,7 +181,7 @@ async function openSpeculating(
   choice: RevisionChoice,
   signal: AbortSignal | undefined,
   rest: HubClient,
-): Promise<{ commit: string; revision: string; path: string; pages: AsyncGenerator<ListingPage> }> {
+): Promise<Opened> {
   // No retries: a guess that fails or waits is dropped, never waited on through a backoff.
   const atRevision = listPages(hub.with({ retry: { ...hub.retry, retries: 0 } }), repo, choice.revision, {
     signal,
@@ -201,16 +213,8 @@ async function openSpeculating(
   ]);
   // Only its first page: later ones would be read at the revision, not the commit.
   stopGuessing();
-  if (guess === undefined) {
-    const first = await pinnedFirst;
-    async function* plain(): AsyncGenerator<ListingPage> {
-      if (first.done === true) return;
-      yield first.value;
-      yield* pages;
-    }
-    return { ...r, pages: plain() };
-  }
-  const page = guess;
+  if (guess === undefined) return { ...r, pages: fromFirst(await pinnedFirst, pages) };
+  const page = guess; // narrowed, for the generator below
   const what = `${repoLabel(repo)}@${r.revision}`;
   async function* checked(): AsyncGenerator<ListingPage> {
     yield page;
